@@ -1,0 +1,113 @@
+"""The config schema shared by every dataset config.
+
+Dataset configs (configs/*.py) call `base_config` and override values; they
+never copy the schema. Every key exists here, so `lock()` turns a typo'd
+command-line override into an error.
+"""
+
+from collections.abc import Callable
+
+import ml_collections
+from ml_collections import config_dict
+
+
+def stack_config(z_dim: int, lr: float) -> ml_collections.ConfigDict:
+  """Per-stack settings; index 0 is the pixel level."""
+  return ml_collections.ConfigDict({
+      'z_dim': z_dim,
+      'g_lr': lr,
+      'd_lr': lr,
+      'd_input_noise': 0.0,        # std of Gaussian noise on D's input
+      'd_dropout': 0.0,            # D0 dropout, independent phase
+      'd_dropout_joint': 0.0,      # D0 dropout, joint phase
+      'd_hidden_noise_joint': 0.0,  # feature-D noise on hidden layers, joint
+  })
+
+
+def base_config(dataset: str, arch: str) -> ml_collections.ConfigDict:
+  """Defaults of the original code (Adam 1e-4, beta1 0.5, batch 100, ...)."""
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  # Computation dtype of the networks; params and optimizer stay float32.
+  c.dtype = 'float32'
+
+  c.data = ml_collections.ConfigDict()
+  c.data.name = dataset                         # tfds name
+  c.data.data_dir = config_dict.placeholder(str)    # tfds data dir
+  c.data.manual_dir = config_dict.placeholder(str)  # offline source files
+  c.data.max_examples = config_dict.placeholder(int)  # first N (tiny runs)
+  c.data.batch_size = 100                       # global, all devices
+  # 'unit' [0,1], 'symmetric' [-1,1], 'mean_subtracted' x/255 - mean image.
+  c.data.image_range = 'unit'
+
+  c.model = ml_collections.ConfigDict()
+  c.model.arch = arch                # 'mnist' | 'cifar' network family
+  c.model.levels = ('fc3',)          # encoder features between image and label
+  c.model.width = 1.0                # multiplies every hidden width
+  c.model.conv_impl = 'auto'         # 'xla' | 'fast' | 'auto' (fast on CPU)
+  c.model.d_class_logits = False     # K-class (Improved-GAN) D heads
+  c.model.q_activation = 'sigmoid'   # Q head output: 'sigmoid' | 'linear'
+
+  c.encoder = ml_collections.ConfigDict()
+  c.encoder.lr = 1e-3
+
+  c.stacks = [stack_config(50, 1e-4), stack_config(50, 1e-4)]
+
+  c.loss = ml_collections.ConfigDict()
+  # 'non_saturating' | 'saturating' | 'hinge' | 'least_squares'
+  c.loss.adversarial = 'non_saturating'
+  c.loss.adv_weight = 1.0
+  c.loss.cond_weight = 1.0
+  c.loss.ent_weight = 10.0
+  c.loss.class_weight = 1.0          # K-class D's cross-entropy on real data
+  # Joint phase: how much of a lower stack's loss reaches the stacks above.
+  c.loss.joint_lower_weight = 0.0
+
+  c.optim = ml_collections.ConfigDict()
+  c.optim.b1 = 0.5
+  c.optim.b2 = 0.999
+  c.optim.eps_root = 1e-8            # the original's epsilon inside the sqrt
+  c.optim.ema_decay = 0.0            # of G's params, used for sampling
+
+  c.schedule = ml_collections.ConfigDict()
+  c.schedule.encoder_steps = 6000
+  c.schedule.stack_steps = (120000, 120000)   # independent phase, per stack
+  c.schedule.joint_steps = 120000
+  c.schedule.g_steps = 1                      # G updates per D update
+  c.schedule.g_steps_by_d_loss = False        # original CIFAR 1/3/5/7 rule
+  c.schedule.reset_optimizers_for_joint = True
+
+  c.log = ml_collections.ConfigDict()
+  c.log.log_every = 100
+  c.log.sample_every = 2000
+  c.log.ckpt_every = 2000
+  c.log.keep = 3
+  return c
+
+
+def tiny(c: ml_collections.ConfigDict) -> None:
+  """Shrinks a config to a CI smoke run of a few seconds per phase."""
+  c.data.max_examples = 200
+  c.data.batch_size = 16
+  c.model.width = 0.125
+  c.schedule.encoder_steps = 3
+  c.schedule.stack_steps = (2,) * len(c.stacks)
+  c.schedule.joint_steps = 2
+  c.log.log_every = 1
+  c.log.sample_every = 4
+  c.log.ckpt_every = 3
+
+
+def finalize(c: ml_collections.ConfigDict, arg: str | None,
+             presets: dict[str, Callable[[ml_collections.ConfigDict], None]]
+             ) -> ml_collections.ConfigDict:
+  """Applies the preset named by `arg` (None = full run) and locks."""
+  if arg:
+    if arg not in presets:
+      raise ValueError(f'unknown preset {arg!r}; expected one of '
+                       f'{sorted(presets)}')
+    presets[arg](c)
+  for s in c.stacks:
+    s.lock()
+  c.lock()
+  return c
