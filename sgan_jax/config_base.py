@@ -111,3 +111,24 @@ def finalize(c: ml_collections.ConfigDict, arg: str | None,
     s.lock()
   c.lock()
   return c
+
+
+def original_cifar(c: ml_collections.ConfigDict) -> None:
+  """The original CIFAR-10 code's networks, losses and schedule
+  (shared/reference/sgan_original_code.md sections 2-7)."""
+  c.data.image_range = 'mean_subtracted'   # x/255 - per-pixel train mean
+  c.model.arch = 'cifar'
+  c.model.d_class_logits = True            # Improved-GAN K-class D
+  c.model.q_activation = 'linear'
+  c.stacks = [stack_config(16, 1e-4), stack_config(50, 1e-4)]
+  c.stacks[0].d_input_noise = 0.05
+  c.stacks[0].d_dropout = 0.1
+  c.stacks[0].d_dropout_joint = 0.3
+  c.stacks[1].d_input_noise = 0.2
+  c.stacks[1].d_hidden_noise_joint = 0.2
+  c.loss.adversarial = 'saturating'
+  c.loss.joint_lower_weight = 0.01         # G1 minimises L_G1 + 0.01 L_G0
+  c.schedule.g_steps_by_d_loss = True      # 1/3/5/7 G updates per D update
+  c.schedule.encoder_steps = 20000
+  c.schedule.stack_steps = (100000, 100000)  # 200 epochs of 500 batches
+  c.schedule.joint_steps = 100000
