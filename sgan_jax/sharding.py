@@ -1,0 +1,52 @@
+"""Data-parallel sharding: one ('data',) mesh over every device.
+
+Parameters and optimizer state are replicated; batches are split along their
+first axis. Under `jax.jit` with these shardings XLA inserts the gradient
+all-reduce, and BatchNorm statistics over the batch axis are global-batch
+statistics: no per-device code, no pmap.
+"""
+
+import jax
+import numpy as np
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
+
+DATA_AXIS = 'data'
+
+
+def make_mesh(devices: list[jax.Device] | None = None) -> Mesh:
+  """A 1-D mesh named 'data' over `devices` (default: all devices).
+
+  Axis type Auto: only the batch is sharded and GSPMD propagation places
+  everything else, so no array needs an explicit sharding annotation.
+  """
+  devices = jax.devices() if devices is None else devices
+  return Mesh(np.asarray(devices), (DATA_AXIS,), axis_types=(AxisType.Auto,))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P())
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P(DATA_AXIS))
+
+
+def check_batch_size(global_batch: int, mesh: Mesh) -> None:
+  """Raises a one-line ValueError unless the batch divides across devices."""
+  n = mesh.devices.size
+  if global_batch % n or global_batch % jax.process_count():
+    raise ValueError(
+        f'config.data.batch_size={global_batch} must be divisible by the '
+        f'{n} devices ({jax.process_count()} processes)')
+
+
+def shard_batch(local_batch: dict[str, np.ndarray], mesh: Mesh
+                ) -> dict[str, jax.Array]:
+  """Host arrays of this process's slice -> global arrays sharded on 'data'.
+
+  Each process passes its own contiguous slice of the global batch (see
+  `input_pipeline.BatchSampler.local_batch`).
+  """
+  sharding = batch_sharding(mesh)
+  return {k: jax.make_array_from_process_local_data(sharding, v)
+          for k, v in local_batch.items()}

@@ -1,0 +1,147 @@
+"""Which parameters each step changes, retracing, determinism, 1 vs 8 devices."""
+
+import dataclasses
+
+import chex
+import jax
+import numpy as np
+import pytest
+
+import helpers
+from sgan_jax import sharding
+from sgan_jax import steps
+from sgan_jax import train
+
+
+@pytest.fixture(scope='module')
+def tiny():
+  config = helpers.load_config('mnist')
+  models, st = helpers.build(config)
+  hp = steps.StepConfig.from_config(config)
+  batch = helpers.fake_batch(config)
+  return config, models, st, hp, batch
+
+
+def _changed(before, after) -> bool:
+  return not helpers.tree_equal(before, after)
+
+
+@pytest.mark.parametrize('i', [0, 1])
+def test_d_step_changes_only_d_i(tiny, i):
+  _, models, st, hp, batch = tiny
+  new, metrics = jax.jit(steps.make_d_step(models, i, hp))(
+      st, batch, jax.random.key(1))
+  for j, (old_s, new_s) in enumerate(zip(st.stacks, new.stacks)):
+    assert _changed(old_s.d.params, new_s.d.params) == (j == i)
+    assert not _changed(old_s.g.params, new_s.g.params)
+    assert not _changed(old_s.g.batch_stats, new_s.g.batch_stats)
+    assert not _changed(old_s.g_ema, new_s.g_ema)
+  assert not _changed(st.encoder.params, new.encoder.params)
+  assert int(new.step) == int(st.step)
+  chex.assert_tree_all_finite(metrics)
+  assert {'d_loss', 'd_adv', 'd_ent'} <= set(metrics)
+
+
+@pytest.mark.parametrize('i', [0, 1])
+def test_g_step_changes_only_g_i(tiny, i):
+  _, models, st, hp, batch = tiny
+  new, metrics = jax.jit(steps.make_g_step(models, i, hp))(
+      st, batch, jax.random.key(1))
+  for j, (old_s, new_s) in enumerate(zip(st.stacks, new.stacks)):
+    assert _changed(old_s.g.params, new_s.g.params) == (j == i)
+    assert _changed(old_s.g_ema, new_s.g_ema) == (j == i)
+    assert not _changed(old_s.d.params, new_s.d.params)
+  assert not _changed(st.encoder.params, new.encoder.params)
+  chex.assert_tree_all_finite(metrics)
+  assert {'g_adv', 'g_cond', 'g_ent', 'g_loss', 'sample_acc'} <= set(metrics)
+
+
+def test_encoder_step_changes_only_the_encoder(tiny):
+  _, models, st, hp, batch = tiny
+  new, _ = jax.jit(steps.make_encoder_step(models, hp))(
+      st, batch, jax.random.key(0))
+  assert _changed(st.encoder.params, new.encoder.params)
+  assert helpers.tree_equal(st.stacks, new.stacks)
+  assert int(new.step) == int(st.step) + 1
+
+
+def test_joint_step_changes_every_stack_but_not_the_encoder(tiny):
+  _, models, st, hp, batch = tiny
+  new, metrics = jax.jit(steps.make_joint_step(models, hp))(
+      st, batch, jax.random.key(0))
+  for old_s, new_s in zip(st.stacks, new.stacks):
+    assert _changed(old_s.g.params, new_s.g.params)
+    assert _changed(old_s.d.params, new_s.d.params)
+  assert not _changed(st.encoder.params, new.encoder.params)
+  assert 'joint/stack0/g_cond' in metrics and 'joint/stack1/d_loss' in metrics
+
+
+def test_joint_lower_weight_zero_blocks_gradient_into_upper_stack(tiny):
+  # Weight 0 (original MNIST) vs 1: only G1's update may differ.
+  config, models, st, _, batch = tiny
+  hp0 = steps.StepConfig.from_config(config)
+  assert hp0.joint_lower_weight == 0.0
+  a, _ = jax.jit(steps.make_joint_step(models, hp0))(
+      st, batch, jax.random.key(0))
+  hp_w = dataclasses.replace(hp0, joint_lower_weight=1.0)
+  b, _ = jax.jit(steps.make_joint_step(models, hp_w))(
+      st, batch, jax.random.key(0))
+  # Same D updates (D losses do not depend on the weight) ...
+  assert helpers.tree_equal(a.stacks[1].d.params, b.stacks[1].d.params)
+  # ... same G0 update, different G1 update.
+  assert helpers.tree_equal(a.stacks[0].g.params, b.stacks[0].g.params)
+  assert _changed(a.stacks[1].g.params, b.stacks[1].g.params)
+
+
+def test_stack_step_compiles_once_and_is_deterministic(tiny):
+  _, models, st, hp, batch = tiny
+  fn = jax.jit(chex.assert_max_traces(steps.make_stack_step(models, 0, hp),
+                                      n=1))
+  key = jax.random.key(3)
+  s1 = st
+  for _ in range(3):
+    s1, _ = fn(s1, batch, key)
+  s2 = st
+  for _ in range(3):
+    s2, _ = fn(s2, batch, key)
+  assert int(s1.step) == 3
+  assert helpers.tree_equal(s1, s2)
+
+
+def test_g_steps_heuristic_counts_updates(tiny):
+  config, models, st, _, batch = tiny
+  hp = steps.StepConfig.from_config(config)
+  hp = dataclasses.replace(hp, g_steps_by_d_loss=True)
+  _, metrics = jax.jit(steps.make_stack_step(models, 1, hp))(
+      st, batch, jax.random.key(0))
+  d_adv = float(metrics['stack1/d_adv'])
+  expected = 1 if d_adv > 0.65 else 3 if d_adv > 0.5 else 5 if d_adv > 0.3 \
+      else 7
+  assert int(metrics['stack1/g_steps']) == expected
+
+
+def _run_steps(config, models, st, batch, devices):
+  mesh = sharding.make_mesh(devices)
+  compiled = train.compile_steps(models, config, mesh)
+  repl = sharding.replicated(mesh)
+  # A host copy: the steps donate their input, and `st` is shared by tests.
+  st = jax.device_put(jax.device_get(st), repl)
+  b = jax.device_put(batch, sharding.batch_sharding(mesh))
+  key = jax.device_put(jax.random.key(0), repl)
+  out = []
+  for name in ('encoder', 'stack1', 'stack0', 'joint'):
+    st, m = compiled[name](st, b, key)
+    out.append(jax.device_get(m))
+  return jax.device_get(st), out
+
+
+def test_one_and_eight_devices_agree(tiny):
+  config, models, st, _, batch = tiny
+  assert jax.device_count() == 8
+  s1, m1 = _run_steps(config, models, st, batch, jax.devices()[:1])
+  s8, m8 = _run_steps(config, models, st, batch, jax.devices())
+  chex.assert_trees_all_close(s1.stacks, s8.stacks, atol=2e-5, rtol=2e-5)
+  chex.assert_trees_all_close(s1.encoder.params, s8.encoder.params,
+                              atol=2e-5, rtol=2e-5)
+  chex.assert_trees_all_close(m1, m8, atol=1e-4, rtol=1e-4)
+  np.testing.assert_array_equal(s1.step, s8.step)
