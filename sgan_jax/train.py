@@ -1,0 +1,301 @@
+"""The training loop: encoder -> stacks independently -> joint.
+
+`train_and_evaluate(config, workdir)` is the single entry point (main.py and
+the tests call it). It builds the mesh, data, networks and compiled steps,
+restores the latest checkpoint of `workdir` if there is one, and runs the
+remaining steps of the schedule. Host work per step is one batch transfer and
+one dispatch; metrics reach the host only at log steps.
+"""
+
+import functools
+import json
+import os
+import time
+from typing import Any
+
+from absl import logging
+from clu import metric_writers
+import jax
+import ml_collections
+import numpy as np
+
+from sgan_jax import architectures
+from sgan_jax import checkpointing
+from sgan_jax import input_pipeline
+from sgan_jax import rng
+from sgan_jax import sampling
+from sgan_jax import schedule as schedule_lib
+from sgan_jax import sharding
+from sgan_jax import state as state_lib
+from sgan_jax import steps
+
+# Keys that may change between a run and its resumption: where data comes
+# from, how long to train and how often to log. Anything else changing means
+# the checkpoint belongs to a different experiment.
+_RESUMABLE_CHANGES = ('data.data_dir', 'data.manual_dir', 'schedule.', 'log.')
+
+
+class ConfigMismatchError(ValueError):
+  """The workdir holds a run made with an incompatible config."""
+
+
+def pixel_offset(image_range: str, train_images: np.ndarray) -> np.ndarray:
+  """The offset of `state.SGANState.pixel_offset` for a data set."""
+  shape = train_images.shape[1:]
+  if image_range == 'mean_subtracted':
+    # Mean of x/255 in float64: exact enough and order-independent.
+    return -(train_images.astype(np.float64).mean(axis=0) / 255.0).astype(
+        np.float32)
+  steps.pixel_scale(image_range)  # Validates the name.
+  value = -1.0 if image_range == 'symmetric' else 0.0
+  return np.full(shape, value, np.float32)
+
+
+def check_workdir_config(config: ml_collections.ConfigDict,
+                         workdir: str) -> None:
+  """Writes workdir/config.json, or checks it against a resumed run's."""
+  path = os.path.join(workdir, 'config.json')
+  new = json.loads(config.to_json_best_effort())
+  if os.path.exists(path):
+    with open(path) as f:
+      old = json.load(f)
+    diffs = [k for k in _flat_diff(old, new)
+             if not any(k == p or k.startswith(p) for p in _RESUMABLE_CHANGES)]
+    if diffs:
+      raise ConfigMismatchError(
+          f'{workdir} holds a run with a different config ({", ".join(diffs)}'
+          f' differ); use a new --workdir or the same config')
+  if jax.process_index() == 0:
+    os.makedirs(workdir, exist_ok=True)
+    with open(path, 'w') as f:
+      json.dump(new, f, indent=2, sort_keys=True)
+
+
+def _flat_diff(a: Any, b: Any, prefix: str = '') -> list[str]:
+  if isinstance(a, dict) and isinstance(b, dict):
+    out = []
+    for k in sorted(set(a) | set(b)):
+      out += _flat_diff(a.get(k), b.get(k), f'{prefix}{k}.')
+    return out
+  return [] if a == b else [prefix.rstrip('.')]
+
+
+def load_config(workdir: str) -> ml_collections.ConfigDict:
+  """The resolved config a run saved in its workdir."""
+  path = os.path.join(workdir, 'config.json')
+  if not os.path.exists(path):
+    raise FileNotFoundError(f'{path} not found: is {workdir} the --workdir '
+                            'of a training run?')
+  with open(path) as f:
+    return ml_collections.ConfigDict(json.load(f))
+
+
+def compile_steps(models, config, mesh):
+  """Jitted steps per phase kind; each compiles once, on first use."""
+  hp = steps.StepConfig.from_config(config)
+  repl = sharding.replicated(mesh)
+  batch = sharding.batch_sharding(mesh)
+
+  def jit_step(fn):
+    # The state is donated: its buffers are reused for the new state, so a
+    # step needs no second copy of every network and optimizer.
+    return jax.jit(fn, in_shardings=(repl, batch, repl),
+                   out_shardings=(repl, repl), donate_argnums=0)
+
+  compiled = {'encoder': jit_step(steps.make_encoder_step(models, hp)),
+              'joint': jit_step(steps.make_joint_step(models, hp))}
+  for i in range(models.num_stacks):
+    compiled[f'stack{i}'] = jit_step(steps.make_stack_step(models, i, hp))
+  compiled['encoder_eval'] = jax.jit(
+      steps.make_encoder_eval_step(models, hp), in_shardings=(repl, batch),
+      out_shardings=repl)
+  compiled['reset_optimizers'] = jax.jit(
+      state_lib.reset_optimizers, in_shardings=repl, out_shardings=repl,
+      donate_argnums=0)
+  compiled['sample'] = jax.jit(
+      sampling.make_sample_fn(models), in_shardings=(repl, batch, batch, repl),
+      out_shardings=batch)
+  return compiled
+
+
+def setup(config: ml_collections.ConfigDict, workdir: str):
+  """Everything a run needs before its first step.
+
+  Returns:
+    (models, mesh, compiled steps, checkpointer, state, train arrays).
+  """
+  mesh = sharding.make_mesh()
+  sharding.check_batch_size(config.data.batch_size, mesh)
+  arrays, info = input_pipeline.load_split(config.data, 'train')
+  logging.info('data: %s train split, %d examples %s from %s', info.name,
+               info.num_examples, info.image_shape, info.source)
+  models = architectures.build_models(config, info.num_classes,
+                                      info.image_shape)
+  compiled = compile_steps(models, config, mesh)
+  repl = sharding.replicated(mesh)
+  root = jax.random.key(config.seed)
+  init = jax.jit(functools.partial(state_lib.create_state, models, config),
+                 out_shardings=repl)
+  offset = pixel_offset(config.data.image_range, arrays['image'])
+  ckpt = checkpointing.Checkpointer(workdir, keep=config.log.keep)
+  if ckpt.latest_step() is not None:
+    abstract = checkpointing.abstract_like(
+        jax.eval_shape(init, root, offset), repl)
+    st, meta = ckpt.restore(abstract)
+    logging.info('resuming from %s step %d (phase %s)', ckpt.directory,
+                 int(st.step), meta.get('phase'))
+  else:
+    st = init(root, offset)
+  return models, mesh, compiled, ckpt, st, arrays
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                       stop_after: int | None = None) -> state_lib.SGANState:
+  """Runs (or resumes) the whole schedule in `workdir`.
+
+  Args:
+    config: a locked run config (configs/*.py).
+    workdir: output directory (checkpoints/, samples/, TensorBoard events,
+      config.json).
+    stop_after: if set, checkpoint and return once the global step reaches
+      this value (a later call resumes from there).
+
+  Returns:
+    The final state.
+  """
+  check_workdir_config(config, workdir)
+  phases = schedule_lib.build(config)
+  total = schedule_lib.total_steps(phases)
+  models, mesh, compiled, ckpt, st, arrays = setup(config, workdir)
+  root = jax.random.key(config.seed)
+  # TensorBoard only: the console gets the compact progress line below.
+  writer = (metric_writers.SummaryWriter(workdir)
+            if jax.process_index() == 0 else metric_writers.MultiWriter([]))
+  logging.info('devices: %d x %s, %d process(es); global batch %d, %d per '
+               'device', mesh.devices.size, jax.devices()[0].platform,
+               jax.process_count(), config.data.batch_size,
+               config.data.batch_size // mesh.devices.size)
+  logging.info('schedule: %s', ', '.join(f'{p.name} {p.length}' for p in
+                                         phases))
+  start = int(st.step)
+  sampler = input_pipeline.BatchSampler(
+      arrays, config.data.batch_size, seed=config.seed,
+      process_index=jax.process_index(), process_count=jax.process_count())
+  progress = _Progress(total, start)
+  grids = _GridWriter(models, compiled['sample'], mesh, root, workdir, writer)
+  lc = config.log
+  end = total if stop_after is None else min(total, max(stop_after, start))
+  batches = input_pipeline.iterate_batches(sampler, start, end - start)
+  for step, local_batch in batches:
+    phase = schedule_lib.phase_at(phases, step)
+    if (step == phase.start and phase.name == 'joint'
+        and config.schedule.reset_optimizers_for_joint):
+      st = compiled['reset_optimizers'](st)
+    batch = sharding.shard_batch(local_batch, mesh)
+    st, metrics = compiled[phase.name](st, batch, root)
+    done = step + 1
+    last_of_phase = done == phase.end
+    if done % lc.log_every == 0 or last_of_phase:
+      _log_metrics(writer, done, phase, jax.device_get(metrics), progress)
+    if phase.name == 'encoder' and last_of_phase:
+      acc = evaluate_encoder(config, compiled['encoder_eval'], st, mesh)
+      writer.write_scalars(done, {'encoder/test_acc': acc})
+      logging.info('encoder test accuracy: %.4f', acc)
+    if phase.name != 'encoder' and (done % lc.sample_every == 0
+                                    or last_of_phase):
+      grids.write(done, st)
+    if done % lc.ckpt_every == 0 or last_of_phase or done == end:
+      ckpt.save(done, st, {'step': done, 'phase': phase.name,
+                           'phase_end': last_of_phase})
+  ckpt.close()
+  writer.flush()
+  return st
+
+
+def evaluate_encoder(config: ml_collections.ConfigDict, eval_step,
+                     st: state_lib.SGANState, mesh) -> float:
+  """E's accuracy on the whole test split (the last batch padded, masked)."""
+  arrays, _ = input_pipeline.load_split(config.data, 'test')
+  n = len(arrays['label'])
+  b = config.data.batch_size
+  correct = 0
+  for s in range(0, n, b):
+    idx = np.arange(s, s + b)
+    local = {'image': arrays['image'][np.minimum(idx, n - 1)],
+             'label': arrays['label'][np.minimum(idx, n - 1)],
+             'mask': idx < n}
+    # Single-process evaluation of the host's full test set.
+    batch = jax.device_put(local, sharding.batch_sharding(mesh))
+    correct += int(eval_step(st, batch))
+  return correct / n
+
+
+class _Progress:
+  """Console progress: rate over the last interval and an ETA."""
+
+  def __init__(self, total: int, start: int):
+    self.total = total
+    self._last = (start, time.time())
+
+  def line(self, step: int, phase: schedule_lib.Phase) -> tuple[str, float]:
+    s0, t0 = self._last
+    now = time.time()
+    rate = (step - s0) / max(now - t0, 1e-9)
+    self._last = (step, now)
+    eta = (self.total - step) / max(rate, 1e-9)
+    return (f'step {step}/{self.total} [{phase.name} '
+            f'{step - phase.start}/{phase.length}] {rate:.2f} it/s, ETA '
+            f'{_hms(eta)}'), rate
+
+
+def _hms(seconds: float) -> str:
+  seconds = int(seconds)
+  return f'{seconds // 3600}h{seconds % 3600 // 60:02d}m{seconds % 60:02d}s'
+
+
+def _log_metrics(writer, step: int, phase, metrics: dict[str, Any],
+                 progress: _Progress) -> None:
+  scalars = {k: float(v) for k, v in metrics.items()}
+  bad = [k for k, v in scalars.items() if not np.isfinite(v)]
+  if bad:
+    raise FloatingPointError(
+        f'non-finite {", ".join(bad)} at step {step} (phase {phase.name}); '
+        'the last checkpoint is untouched')
+  line, rate = progress.line(step, phase)
+  scalars['steps_per_sec'] = rate
+  writer.write_scalars(step, scalars)
+  short = ' '.join(f'{k.split("/", 1)[-1]}={v:.3g}'
+                   for k, v in sorted(metrics.items())
+                   if k.endswith(('d_loss', 'g_loss', 'g_cond', 'sample_acc',
+                                  'ent_rel', 'loss', 'train_acc')))
+  logging.info('%s | %s', line, short)
+
+
+class _GridWriter:
+  """Class-conditional grids (one row per class) with a fixed key."""
+
+  def __init__(self, models, sample_fn, mesh, root, workdir, writer,
+               per_class: int = 10):
+    self._labels = sampling.grid_labels(models.num_classes, per_class)
+    self._rows = models.num_classes
+    self._sample_fn = sample_fn
+    self._key = rng.eval_key(root)
+    self._sharding = sharding.batch_sharding(mesh)
+    self._dir = os.path.join(workdir, 'samples')
+    self._writer = writer
+    self._batch = _round_up(len(self._labels), mesh.devices.size)
+
+  def write(self, step: int, st: state_lib.SGANState) -> str:
+    images = sampling.generate(self._sample_fn, st, self._labels, self._key,
+                               batch_size=self._batch,
+                               sharding=self._sharding)
+    grid = sampling.image_grid(images, self._rows)
+    path = os.path.join(self._dir, f'step_{step:08d}.png')
+    if jax.process_index() == 0:
+      sampling.save_png(path, grid)
+      self._writer.write_images(step, {'samples': grid[None]})
+    return path
+
+
+def _round_up(n: int, k: int) -> int:
+  return -(-n // k) * k
