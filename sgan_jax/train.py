@@ -14,7 +14,6 @@ import time
 from typing import Any
 
 from absl import logging
-from clu import metric_writers
 import jax
 import ml_collections
 import numpy as np
@@ -22,6 +21,7 @@ import numpy as np
 from sgan_jax import architectures
 from sgan_jax import checkpointing
 from sgan_jax import input_pipeline
+from sgan_jax import jitted
 from sgan_jax import rng
 from sgan_jax import sampling
 from sgan_jax import schedule as schedule_lib
@@ -87,35 +87,10 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
     raise FileNotFoundError(f'{path} not found: is {workdir} the --workdir '
                             'of a training run?')
   with open(path) as f:
-    return ml_collections.ConfigDict(json.load(f))
-
-
-def compile_steps(models, config, mesh):
-  """Jitted steps per phase kind; each compiles once, on first use."""
-  hp = steps.StepConfig.from_config(config)
-  repl = sharding.replicated(mesh)
-  batch = sharding.batch_sharding(mesh)
-
-  def jit_step(fn):
-    # The state is donated: its buffers are reused for the new state, so a
-    # step needs no second copy of every network and optimizer.
-    return jax.jit(fn, in_shardings=(repl, batch, repl),
-                   out_shardings=(repl, repl), donate_argnums=0)
-
-  compiled = {'encoder': jit_step(steps.make_encoder_step(models, hp)),
-              'joint': jit_step(steps.make_joint_step(models, hp))}
-  for i in range(models.num_stacks):
-    compiled[f'stack{i}'] = jit_step(steps.make_stack_step(models, i, hp))
-  compiled['encoder_eval'] = jax.jit(
-      steps.make_encoder_eval_step(models, hp), in_shardings=(repl, batch),
-      out_shardings=repl)
-  compiled['reset_optimizers'] = jax.jit(
-      state_lib.reset_optimizers, in_shardings=repl, out_shardings=repl,
-      donate_argnums=0)
-  compiled['sample'] = jax.jit(
-      sampling.make_sample_fn(models), in_shardings=(repl, batch, batch, repl),
-      out_shardings=batch)
-  return compiled
+    raw = json.load(f)
+  # JSON turns the list of per-stack ConfigDicts into plain dicts.
+  raw['stacks'] = [ml_collections.ConfigDict(s) for s in raw['stacks']]
+  return ml_collections.ConfigDict(raw)
 
 
 def setup(config: ml_collections.ConfigDict, workdir: str):
@@ -131,7 +106,7 @@ def setup(config: ml_collections.ConfigDict, workdir: str):
                info.num_examples, info.image_shape, info.source)
   models = architectures.build_models(config, info.num_classes,
                                       info.image_shape)
-  compiled = compile_steps(models, config, mesh)
+  compiled = jitted.compile_steps(models, config, mesh)
   repl = sharding.replicated(mesh)
   root = jax.random.key(config.seed)
   init = jax.jit(functools.partial(state_lib.create_state, models, config),
@@ -168,9 +143,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   total = schedule_lib.total_steps(phases)
   models, mesh, compiled, ckpt, st, arrays = setup(config, workdir)
   root = jax.random.key(config.seed)
-  # TensorBoard only: the console gets the compact progress line below.
-  writer = (metric_writers.SummaryWriter(workdir)
-            if jax.process_index() == 0 else metric_writers.MultiWriter([]))
+  writer = _make_writer(workdir)
   logging.info('devices: %d x %s, %d process(es); global batch %d, %d per '
                'device', mesh.devices.size, jax.devices()[0].platform,
                jax.process_count(), config.data.batch_size,
@@ -228,6 +201,34 @@ def evaluate_encoder(config: ml_collections.ConfigDict, eval_step,
     batch = jax.device_put(local, sharding.batch_sharding(mesh))
     correct += int(eval_step(st, batch))
   return correct / n
+
+
+class _NullWriter:
+  """Stands in for the TensorBoard writer where it cannot be used."""
+
+  def write_scalars(self, step, scalars):
+    del step, scalars
+
+  def write_images(self, step, images):
+    del step, images
+
+  def flush(self):
+    pass
+
+
+def _make_writer(workdir: str):
+  """TensorBoard events from process 0 (the console gets the compact
+  progress line instead of clu's logging writer)."""
+  if jax.process_index() > 0:
+    return _NullWriter()
+  try:
+    from clu import metric_writers  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    # clu's writer needs TensorFlow; a JAX-only image still trains.
+    logging.warning('clu/TensorFlow unavailable: no TensorBoard events, '
+                    'console progress only')
+    return _NullWriter()
+  return metric_writers.SummaryWriter(workdir)
 
 
 class _Progress:

@@ -6,14 +6,23 @@ suite's cost on a 2-core machine is compile time, not run time.
 """
 
 import os
+import tempfile
 
 _FLAGS = '--xla_force_host_platform_device_count=8'
 if _FLAGS not in os.environ.get('XLA_FLAGS', ''):
   os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') + ' ' + _FLAGS).strip()
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 os.environ.setdefault('CUDA_VISIBLE_DEVICES', '')
+# Set through the environment so CLI subprocesses of the tests get them too.
+os.environ.setdefault('JAX_PLATFORMS', 'cpu')
+os.environ.setdefault('JAX_DISABLE_MOST_OPTIMIZATIONS', '1')
+# Many tests compile the same tiny steps (in-process, in xdist workers and in
+# CLI subprocesses): XLA's persistent cache compiles each once per machine.
+os.environ.setdefault('JAX_COMPILATION_CACHE_DIR',
+                      os.path.join(tempfile.gettempdir(), 'sgan_jax_xla_cache'))
+os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
+os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES', '0')
 
 import jax  # pylint: disable=g-import-not-at-top
 
-jax.config.update('jax_platforms', 'cpu')
-jax.config.update('jax_disable_most_optimizations', True)
+assert jax.config.read("jax_disable_most_optimizations")

@@ -1,0 +1,106 @@
+"""End-to-end: the tiny schedule on mock data, resume equality, CLIs."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+import helpers
+from sgan_jax import train
+
+
+def _tiny(name='mnist'):
+  config = helpers.load_config(name)
+  config.data.max_examples = 64
+  return config
+
+
+def test_tiny_run_writes_everything_and_resumes_bit_exactly(tmp_path):
+  config = _tiny()
+  with tfds.testing.mock_data(num_examples=64):
+    full = train.train_and_evaluate(config, str(tmp_path / 'full'))
+    # Interrupted after step 5 (inside the stack0 phase), then resumed by a
+    # fresh call, as a restarted process would.
+    part = train.train_and_evaluate(config, str(tmp_path / 'resumed'),
+                                    stop_after=5)
+    assert int(part.step) == 5
+    resumed = train.train_and_evaluate(config, str(tmp_path / 'resumed'))
+  total = 3 + 2 + 2 + 2
+  assert int(full.step) == int(resumed.step) == total
+  assert helpers.tree_equal(jax.device_get(full), jax.device_get(resumed))
+
+  workdir = tmp_path / 'full'
+  steps = sorted(int(p) for p in os.listdir(workdir / 'checkpoints')
+                 if p.isdigit())
+  assert steps[-1] == total
+  assert any(f.startswith('events.out.tfevents') for f in os.listdir(workdir))
+  grids = sorted(os.listdir(workdir / 'samples'))
+  assert grids and all(g.endswith('.png') for g in grids)
+  saved = json.loads((workdir / 'config.json').read_text())
+  assert saved['data']['name'] == 'mnist'
+
+
+def test_workdir_of_another_config_is_refused(tmp_path):
+  config = _tiny()
+  with tfds.testing.mock_data(num_examples=64):
+    train.train_and_evaluate(config, str(tmp_path), stop_after=1)
+  other = _tiny()
+  other.stacks[0].z_dim = 7
+  with pytest.raises(train.ConfigMismatchError, match='stacks'):
+    train.train_and_evaluate(other, str(tmp_path))
+
+
+def test_more_steps_on_resume_are_allowed(tmp_path):
+  config = _tiny()
+  config.schedule.joint_steps = 0
+  with tfds.testing.mock_data(num_examples=64):
+    train.train_and_evaluate(config, str(tmp_path), stop_after=3)
+    config.schedule.joint_steps = 1
+    st = train.train_and_evaluate(config, str(tmp_path))
+  assert int(st.step) == 3 + 2 + 2 + 1
+
+
+def _cli(*args, timeout=600):
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2', JAX_PLATFORMS='cpu')
+  return subprocess.run([sys.executable, '-m', *args], cwd=helpers.REPO,
+                        env=env, capture_output=True, text=True,
+                        timeout=timeout, check=False)
+
+
+@pytest.mark.skipif(not os.path.isdir(os.path.join(helpers.SHARED_DATA,
+                                                   'mnist')),
+                    reason='shared/data/mnist not beside the checkout')
+def test_main_and_sample_cli_on_real_mnist(tmp_path):
+  workdir, data_dir = str(tmp_path / 'w'), str(tmp_path / 'tfds')
+  args = ['sgan_jax.main', '--config=configs/mnist.py:tiny',
+          f'--workdir={workdir}', f'--config.data.data_dir={data_dir}',
+          '--config.data.manual_dir=' + os.path.join(helpers.SHARED_DATA,
+                                                     'mnist')]
+  first = _cli(*args)
+  assert first.returncode == 0, first.stderr[-3000:]
+  assert 'encoder test accuracy' in first.stderr
+  again = _cli(*args)
+  assert again.returncode == 0, again.stderr[-3000:]
+  assert 'resuming from' in again.stderr
+  assert 'step 1/' not in again.stderr   # nothing was trained twice
+
+  out, grid = str(tmp_path / 's.npz'), str(tmp_path / 'g.png')
+  res = _cli('sgan_jax.sample', f'--workdir={workdir}', '--num=1000',
+             f'--out={out}', f'--grid={grid}')
+  assert res.returncode == 0, res.stderr[-3000:]
+  with np.load(out) as f:
+    images, labels = f['images'], f['labels']
+  assert images.dtype == np.uint8 and images.shape == (1000, 28, 28, 1)
+  assert labels.dtype == np.int32 and labels.shape == (1000,)
+  np.testing.assert_array_equal(np.bincount(labels), np.full(10, 100))
+  assert os.path.getsize(grid) > 0
+
+  bad = _cli('sgan_jax.sample', f'--workdir={workdir}', '--num=15',
+             f'--out={out}')
+  assert bad.returncode != 0
+  assert 'multiple of' in bad.stderr.strip().splitlines()[-1]
