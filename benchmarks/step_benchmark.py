@@ -1,0 +1,172 @@
+"""Times the compiled training steps of a config on synthetic batches.
+
+  python benchmarks/step_benchmark.py --config=configs/mnist.py [--batch=100]
+  python benchmarks/step_benchmark.py --config=configs/cifar10.py --json
+
+Prints one JSON line per figure ({"name", "value", "unit"}):
+  {encoder,stack0,stack1,...,joint}_steps_per_s  one full iteration of that
+      phase (D update + G update(s)) per step, compile excluded, median of
+      --repeats timings of --iters steps;
+  {phase}_gflops_per_s  XLA's own FLOP count of the compiled step
+      (`cost_analysis()`) times steps/s;
+  compile_s  lowering + compiling every step;
+  sample_images_per_s  top-down sampling of --num_samples images;
+  peak_gflops_per_s  a square matmul of the same dtype, timed in the same run;
+  mfu  the best step's GFLOP/s over that peak.
+The G-step heuristic is switched off so every step does 1 D + 1 G update and
+the FLOP count is exact. Imports nothing from TensorFlow: synthetic data.
+"""
+
+import json
+import os
+import statistics
+import sys
+import time
+
+from absl import app
+from absl import flags
+import jax
+import jax.numpy as jnp
+from ml_collections import config_flags
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from sgan_jax import architectures  # pylint: disable=g-import-not-at-top
+from sgan_jax import jitted
+from sgan_jax import rng
+from sgan_jax import sampling
+from sgan_jax import sharding
+from sgan_jax import state as state_lib
+
+_CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file.',
+                                          lock_config=False)
+_BATCH = flags.DEFINE_integer('batch', None, 'Global batch (default: the '
+                              "config's).")
+_ITERS = flags.DEFINE_integer('iters', 20, 'Steps per timing.')
+_REPEATS = flags.DEFINE_integer('repeats', 5, 'Timings per figure (median).')
+_NUM_SAMPLES = flags.DEFINE_integer('num_samples', 10000, 'Images sampled.')
+_DEVICES = flags.DEFINE_integer('devices', None, 'Use the first N devices.')
+_JSON = flags.DEFINE_bool('json', False, 'Print only the JSON lines.')
+_PHASES = flags.DEFINE_list('phases', None, 'Subset of phases to time.')
+
+_SHAPES = {'mnist': (28, 28, 1), 'cifar10': (32, 32, 3),
+           'svhn_cropped': (32, 32, 3)}
+
+
+def emit(name: str, value: float, unit: str, **extra) -> None:
+  print(json.dumps({'name': name, 'value': round(float(value), 4),
+                    'unit': unit, **extra}), flush=True)
+
+
+def note(msg: str) -> None:
+  if not _JSON.value:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def time_fn(fn, repeats: int) -> float:
+  """Median wall time of fn() over `repeats` calls (fn blocks)."""
+  times = []
+  for _ in range(repeats):
+    t = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - t)
+  return statistics.median(times)
+
+
+def peak_gflops(dtype) -> float:
+  """A square matmul of the step's dtype, big enough to saturate the chip."""
+  n = 4096 if jax.default_backend() != 'cpu' else 1024
+  a = jax.random.normal(jax.random.key(0), (n, n), dtype)
+  f = jax.jit(lambda a: a @ a)
+  f(a).block_until_ready()
+  reps = 20 if jax.default_backend() != 'cpu' else 5
+  t = time_fn(lambda: jax.block_until_ready([f(a) for _ in range(reps)]),
+              3)
+  return 2 * n**3 * reps / t / 1e9
+
+
+def main(argv):
+  del argv
+  config = _CONFIG.value
+  if _BATCH.value:
+    config.data.batch_size = _BATCH.value
+  config.schedule.g_steps_by_d_loss = False
+  config.schedule.g_steps = 1
+  shape = _SHAPES[config.data.name]
+  devices = jax.devices()[:_DEVICES.value] if _DEVICES.value else None
+  mesh = sharding.make_mesh(devices)
+  sharding.check_batch_size(config.data.batch_size, mesh)
+  models = architectures.build_models(config, 10, shape)
+  compiled = jitted.compile_steps(models, config, mesh)
+  repl, batch_sh = sharding.replicated(mesh), sharding.batch_sharding(mesh)
+  root = jax.device_put(jax.random.key(config.seed), repl)
+  init = jax.jit(lambda k: state_lib.create_state(
+      models, config, k, jnp.zeros(shape)), out_shardings=repl)
+  st = init(root)
+  b = config.data.batch_size
+  r = np.random.default_rng(0)
+  batch = jax.device_put(
+      {'image': r.integers(0, 256, (b, *shape), dtype=np.uint8),
+       'label': (np.arange(b) % 10).astype(np.int32)}, batch_sh)
+  note(f'{jax.device_count()} x {jax.devices()[0].device_kind}, '
+       f'{mesh.devices.size} used, batch {b}, dtype {config.dtype}')
+  common = dict(device=jax.devices()[0].device_kind,
+                devices=int(mesh.devices.size), batch=b,
+                config=config.data.name)
+
+  phases = _PHASES.value or (['encoder'] + [
+      f'stack{i}' for i in range(models.num_stacks)] + ['joint'])
+  compile_total, best = 0.0, (0.0, None)
+  for name in phases:
+    fn = compiled[name]
+    t = time.perf_counter()
+    exe = fn.lower(st, batch, root).compile()
+    compile_s = time.perf_counter() - t
+    compile_total += compile_s
+    cost = exe.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    flops = float(cost.get('flops', 0.0)) if cost else 0.0
+    st, m = fn(st, batch, root)  # warm-up (and the compile from the cache)
+    jax.block_until_ready(m)
+
+    def run():
+      nonlocal st
+      for _ in range(_ITERS.value):
+        st, m = fn(st, batch, root)
+      jax.block_until_ready((st, m))
+
+    sec = time_fn(run, _REPEATS.value) / _ITERS.value
+    emit(f'{name}_steps_per_s', 1.0 / sec, 'steps/s', **common)
+    # cost_analysis is per device (per SPMD partition); scale to the mesh.
+    gflops = flops * mesh.devices.size / sec / 1e9
+    emit(f'{name}_gflops_per_s', gflops, 'GFLOP/s',
+         gflop_per_step=round(flops * mesh.devices.size / 1e9, 4), **common)
+    note(f'  {name}: {1e3 * sec:.2f} ms/step, compile {compile_s:.1f} s')
+    if gflops > best[0]:
+      best = (gflops, name)
+  emit('compile_s', compile_total, 's', **common)
+
+  n = _NUM_SAMPLES.value
+  labels = sampling.balanced_labels(n, models.num_classes)
+  key = rng.eval_key(root)
+  chunk = min(n, 10000)
+  chunk = -(-chunk // mesh.devices.size) * mesh.devices.size
+  sampling.generate(compiled['sample'], st, labels[:chunk], key,
+                    batch_size=chunk, sharding=batch_sh)
+  sec = time_fn(lambda: sampling.generate(
+      compiled['sample'], st, labels, key, batch_size=chunk,
+      sharding=batch_sh), 3)
+  emit('sample_images_per_s', n / sec, 'images/s', **common)
+
+  dtype = jnp.bfloat16 if config.dtype == 'bfloat16' else jnp.float32
+  peak = peak_gflops(dtype)
+  emit('peak_gflops_per_s', peak * mesh.devices.size, 'GFLOP/s',
+       dtype=str(jnp.dtype(dtype)), **common)
+  emit('mfu', best[0] / (peak * mesh.devices.size), 'fraction',
+       step=best[1], **common)
+
+
+if __name__ == '__main__':
+  flags.mark_flags_as_required(['config'])
+  app.run(main)
