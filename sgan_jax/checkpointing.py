@@ -5,7 +5,10 @@ tools reading the directory; training itself derives the phase from the step.
 """
 
 import os
+import time
 from typing import Any
+
+from absl import logging
 
 import jax
 import orbax.checkpoint as ocp
@@ -49,6 +52,30 @@ class Checkpointer:
         state=ocp.args.StandardRestore(abstract_state),
         meta=ocp.args.JsonRestore()))
     return restored['state'], dict(restored['meta'])
+
+  def restore_latest_good(self, abstract_state: state_lib.SGANState
+                          ) -> tuple[state_lib.SGANState, dict[str, Any]] | None:
+    """Restores the newest checkpoint that reads back, or None if none does.
+
+    A truncated or half-written checkpoint (a preempted copy, a full disk) is
+    moved aside to `<step>.corrupt-<time>`, never deleted, and the previous
+    one is tried; a one-line warning says so. Moving it aside also keeps a
+    later save of the same step from colliding with it.
+    """
+    for step in sorted(self.all_steps(), reverse=True):
+      try:
+        return self.restore(abstract_state, step)
+      except Exception as e:  # pylint: disable=broad-except
+        # Orbax/TensorStore raise many types for unreadable data.
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        aside = os.path.join(self.directory,
+                             f'{step}.corrupt-{int(time.time())}')
+        logging.warning('checkpoint %d in %s is unreadable (%s: %s); moved '
+                        'to %s, trying the previous one', step,
+                        self.directory, type(e).__name__, first, aside)
+        os.rename(os.path.join(self.directory, str(step)), aside)
+        self._manager.reload()
+    return None
 
   def wait(self) -> None:
     self._manager.wait_until_finished()

@@ -68,6 +68,10 @@ def base_config(dataset: str, arch: str) -> ml_collections.ConfigDict:
   c.optim.b2 = 0.999
   c.optim.eps_root = 1e-8            # the original's epsilon inside the sqrt
   c.optim.ema_decay = 0.0            # of G's params, used for sampling
+  # On a non-finite loss or parameter: False stops the run at the next log
+  # step (the last checkpoint stays the last good one); True skips that
+  # update and counts it in the `skipped` metric.
+  c.optim.skip_nonfinite_updates = False
 
   c.schedule = ml_collections.ConfigDict()
   c.schedule.encoder_steps = 6000

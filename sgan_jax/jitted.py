@@ -5,6 +5,7 @@ training steps without importing the data pipeline (TensorFlow).
 """
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 from jax.sharding import Mesh
 
@@ -13,6 +14,24 @@ from sgan_jax import sampling
 from sgan_jax import sharding
 from sgan_jax import state as state_lib
 from sgan_jax import steps
+
+
+def _skip_nonfinite(step_fn):
+  """Keeps the old state (but advances the step) when an update produced a
+  non-finite loss or parameter; `skipped` in the metrics counts it."""
+
+  def step(st, batch, key):
+    new, metrics = step_fn(st, batch, key)
+    finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in
+                                jax.tree.leaves((metrics, new))
+                                if jnp.issubdtype(x.dtype, jnp.inexact)]))
+    kept = jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, st)
+    metrics = dict(metrics, skipped=(~finite).astype(jnp.float32))
+    # Non-finite metrics of a skipped step would stop the run at a log step.
+    metrics = jax.tree.map(lambda m: jnp.where(finite, m, 0.0), metrics)
+    return kept.replace(step=new.step), metrics
+
+  return step
 
 
 def compile_steps(models: models_lib.Models,
@@ -28,7 +47,13 @@ def compile_steps(models: models_lib.Models,
   repl = sharding.replicated(mesh)
   batch = sharding.batch_sharding(mesh)
 
+  if config.optim.skip_nonfinite_updates:
+    wrap = _skip_nonfinite
+  else:
+    wrap = lambda fn: fn
+
   def jit_step(fn):
+    fn = wrap(fn)
     # The state is donated: its buffers are reused for the new state, so a
     # step needs no second copy of every network and optimizer.
     return jax.jit(fn, in_shardings=(repl, batch, repl),

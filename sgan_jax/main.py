@@ -21,22 +21,68 @@ from sgan_jax import input_pipeline
 from sgan_jax import train
 
 _CONFIG = config_flags.DEFINE_config_file(
-    'config', None, 'Config file, e.g. configs/mnist.py or configs/mnist.py:tiny',
-    lock_config=True)
+    'config', None, 'Config file, e.g. configs/mnist.py or '
+    'configs/mnist.py:tiny', lock_config=True)
 _WORKDIR = flags.DEFINE_string(
     'workdir', None, 'Where checkpoints, samples and logs go; an existing '
     'run there is resumed.')
+_COORDINATOR = flags.DEFINE_string(
+    'coordinator_address', None, 'host:port of process 0, for a run over '
+    'several processes (then also --num_processes and --process_id).')
+_NUM_PROCESSES = flags.DEFINE_integer('num_processes', None,
+                                      'Processes of a multi-process run.')
+_PROCESS_ID = flags.DEFINE_integer('process_id', None,
+                                   'This process of a multi-process run.')
+_DISTRIBUTED = flags.DEFINE_bool(
+    'distributed', False, 'Call jax.distributed.initialize() with '
+    'auto-detection (Cloud TPU pod slices, SLURM).')
 flags.mark_flags_as_required(['config', 'workdir'])
 
-# Errors that mean "bad input", reported as one line instead of a traceback.
-USER_ERRORS = (ValueError, FileNotFoundError, input_pipeline.DataError)
+# Errors that mean "bad input" (or a diverged run), reported as one line
+# instead of a traceback.
+USER_ERRORS = (ValueError, FileNotFoundError, FloatingPointError,
+               input_pipeline.DataError)
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl flag parsing with config-override errors as one line."""
+  try:
+    return flags.FLAGS(argv)
+  except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as e:
+    # A typo'd --config.KEY raises AttributeError/KeyError from the locked
+    # ConfigDict; a bad value TypeError/ValueError.
+    detail = (str(e).strip().splitlines() or [''])[-1]
+    if isinstance(e, (AttributeError, KeyError)):
+      detail = (f'unknown config key {detail} (the keys are in '
+                'sgan_jax/config_base.py)')
+    sys.exit(f'error: bad flags: {detail}')
+
+
+def init_distributed() -> None:
+  """Joins the other processes before anything else touches a device."""
+  if _COORDINATOR.value is not None:
+    jax.distributed.initialize(coordinator_address=_COORDINATOR.value,
+                               num_processes=_NUM_PROCESSES.value,
+                               process_id=_PROCESS_ID.value)
+  elif _DISTRIBUTED.value:
+    jax.distributed.initialize()
+
+
+class _QuietOrbax:
+  """Drops orbax's per-save INFO chatter from the console (warnings stay)."""
+
+  def filter(self, record) -> bool:
+    return record.levelno >= 30 or '/orbax/' not in record.pathname
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-  logging.info('JAX %s, backend %s, %d device(s)', jax.__version__,
-               jax.default_backend(), jax.device_count())
+  logging.get_absl_handler().addFilter(_QuietOrbax())
+  init_distributed()
+  logging.info('JAX %s, backend %s, %d device(s), process %d of %d',
+               jax.__version__, jax.default_backend(), jax.device_count(),
+               jax.process_index(), jax.process_count())
   try:
     train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
   except USER_ERRORS as e:
@@ -45,4 +91,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

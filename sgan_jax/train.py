@@ -10,6 +10,8 @@ one dispatch; metrics reach the host only at log steps.
 import functools
 import json
 import os
+import signal
+import threading
 import time
 from typing import Any
 
@@ -32,7 +34,8 @@ from sgan_jax import steps
 # Keys that may change between a run and its resumption: where data comes
 # from, how long to train and how often to log. Anything else changing means
 # the checkpoint belongs to a different experiment.
-_RESUMABLE_CHANGES = ('data.data_dir', 'data.manual_dir', 'schedule.', 'log.')
+_RESUMABLE_CHANGES = ('data.data_dir', 'data.manual_dir', 'schedule.', 'log.',
+                      'optim.skip_nonfinite_updates')
 
 
 class ConfigMismatchError(ValueError):
@@ -96,6 +99,9 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
 def setup(config: ml_collections.ConfigDict, workdir: str):
   """Everything a run needs before its first step.
 
+  Every check of the config and data happens here, before the workdir is
+  written to, so bad input never leaves a half-made run behind.
+
   Returns:
     (models, mesh, compiled steps, checkpointer, state, train arrays).
   """
@@ -106,6 +112,7 @@ def setup(config: ml_collections.ConfigDict, workdir: str):
                info.num_examples, info.image_shape, info.source)
   models = architectures.build_models(config, info.num_classes,
                                       info.image_shape)
+  check_workdir_config(config, workdir)
   compiled = jitted.compile_steps(models, config, mesh)
   repl = sharding.replicated(mesh)
   root = jax.random.key(config.seed)
@@ -113,10 +120,13 @@ def setup(config: ml_collections.ConfigDict, workdir: str):
                  out_shardings=repl)
   offset = pixel_offset(config.data.image_range, arrays['image'])
   ckpt = checkpointing.Checkpointer(workdir, keep=config.log.keep)
-  if ckpt.latest_step() is not None:
+  restored = None
+  if ckpt.all_steps():
     abstract = checkpointing.abstract_like(
         jax.eval_shape(init, root, offset), repl)
-    st, meta = ckpt.restore(abstract)
+    restored = ckpt.restore_latest_good(abstract)
+  if restored is not None:
+    st, meta = restored
     logging.info('resuming from %s step %d (phase %s)', ckpt.directory,
                  int(st.step), meta.get('phase'))
   else:
@@ -128,6 +138,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        stop_after: int | None = None) -> state_lib.SGANState:
   """Runs (or resumes) the whole schedule in `workdir`.
 
+  SIGTERM (what TPU/GCE preemption sends) or SIGINT makes the loop save a
+  checkpoint after the step in flight and return; a later call resumes.
+
   Args:
     config: a locked run config (configs/*.py).
     workdir: output directory (checkpoints/, samples/, TensorBoard events,
@@ -136,12 +149,25 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       this value (a later call resumes from there).
 
   Returns:
-    The final state.
+    The final state (or the state at the stop).
   """
-  check_workdir_config(config, workdir)
   phases = schedule_lib.build(config)
   total = schedule_lib.total_steps(phases)
   models, mesh, compiled, ckpt, st, arrays = setup(config, workdir)
+  try:
+    with _StopRequest() as stop:
+      st = _run(config, workdir, phases, models, mesh, compiled, ckpt, st,
+                arrays, stop_after, stop)
+  finally:
+    # Lets an asynchronous save in flight finish, also when a step raised.
+    ckpt.close()
+  return st
+
+
+def _run(config, workdir, phases, models, mesh, compiled, ckpt, st, arrays,
+         stop_after, stop):
+  """The step loop of `train_and_evaluate`."""
+  total = schedule_lib.total_steps(phases)
   root = jax.random.key(config.seed)
   writer = _make_writer(workdir)
   logging.info('devices: %d x %s, %d process(es); global batch %d, %d per '
@@ -177,12 +203,42 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     if phase.name != 'encoder' and (done % lc.sample_every == 0
                                     or last_of_phase):
       grids.write(done, st)
-    if done % lc.ckpt_every == 0 or last_of_phase or done == end:
+    stopping = stop.requested or done == end
+    if done % lc.ckpt_every == 0 or last_of_phase or stopping:
       ckpt.save(done, st, {'step': done, 'phase': phase.name,
                            'phase_end': last_of_phase})
-  ckpt.close()
+    if stop.requested:
+      logging.warning('%s received: saved step %d, stopping', stop.requested,
+                      done)
+      break
   writer.flush()
   return st
+
+
+class _StopRequest:
+  """Turns SIGTERM/SIGINT into a flag the loop reads between steps."""
+
+  _SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+  def __init__(self):
+    self.requested = None
+    self._previous = {}
+
+  def _handle(self, signum, frame):
+    del frame
+    self.requested = signal.Signals(signum).name
+
+  def __enter__(self):
+    # Signal handlers can only be installed from the main thread.
+    if threading.current_thread() is threading.main_thread():
+      for sig in self._SIGNALS:
+        self._previous[sig] = signal.signal(sig, self._handle)
+    return self
+
+  def __exit__(self, *exc):
+    for sig, handler in self._previous.items():
+      signal.signal(sig, handler)
+    return False
 
 
 def evaluate_encoder(config: ml_collections.ConfigDict, eval_step,

@@ -104,3 +104,26 @@ def test_main_and_sample_cli_on_real_mnist(tmp_path):
              f'--out={out}')
   assert bad.returncode != 0
   assert 'multiple of' in bad.stderr.strip().splitlines()[-1]
+
+
+def test_svhn_tiny_runs_end_to_end_on_mock_data(tmp_path):
+  config = helpers.load_config('svhn')
+  config.data.max_examples = 64
+  with tfds.testing.mock_data(num_examples=64):
+    st = train.train_and_evaluate(config, str(tmp_path))
+  assert int(st.step) == 3 + 2 + 2 + 2
+  assert os.listdir(tmp_path / 'samples')
+
+
+@pytest.mark.skipif(not os.path.isdir(os.path.join(helpers.SHARED_DATA,
+                                                   'cifar10')),
+                    reason='shared/data/cifar10 not beside the checkout')
+def test_cifar10_tiny_runs_from_the_jpeg_tars(tmp_path):
+  config = helpers.load_config('cifar10')
+  config.data.manual_dir = os.path.join(helpers.SHARED_DATA, 'cifar10')
+  config.data.data_dir = str(tmp_path / 'cache')
+  st = train.train_and_evaluate(config, str(tmp_path / 'w'))
+  assert int(st.step) == 3 + 2 + 2 + 2
+  # The image range of the original CIFAR code: minus the per-pixel mean.
+  offset = np.asarray(st.pixel_offset)
+  assert offset.shape == (32, 32, 3) and -0.7 < offset.mean() < -0.3

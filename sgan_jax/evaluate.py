@@ -1,0 +1,59 @@
+"""Measures sample quality of a trained SGAN's latest checkpoint.
+
+  python -m sgan_jax.evaluate --workdir=DIR [--num=10000] [--seed=S] \
+      [--inception_weights=FILE.npz]
+
+Prints each score of `num` class-balanced samples beside the same score of
+real data, and writes `DIR/eval/metrics.json` (plus TensorBoard events under
+`DIR/eval/` when clu is importable). The scores use the run's own encoder E
+(`e_is`, `e_fid` are domain-classifier analogues of IS/FID, not comparable to
+published Inception numbers); see `sgan_jax/evaluation.py` for each key.
+"""
+
+import os
+import sys
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+from absl import app  # pylint: disable=g-import-not-at-top
+from absl import flags
+from absl import logging
+import jax
+
+from sgan_jax import evaluation
+from sgan_jax import input_pipeline
+
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Workdir of a training run.')
+_NUM = flags.DEFINE_integer('num', 10000, 'Number of samples (a positive '
+                            'multiple of the number of classes).')
+_INCEPTION = flags.DEFINE_string(
+    'inception_weights', None, 'InceptionV3 params (.npz) for real Inception '
+    'IS/FID; not supported yet (the run fails saying what is missing).')
+_SEED = flags.DEFINE_integer('seed', None, 'Sampling seed (default: the '
+                             "run's fixed evaluation key).")
+_BATCH = flags.DEFINE_integer('batch_size', 1000, 'Images per device call.')
+flags.mark_flags_as_required(['workdir'])
+
+# Bad input, reported as one line instead of a traceback.
+USER_ERRORS = (ValueError, FileNotFoundError, NotImplementedError,
+               input_pipeline.DataError)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  logging.info('JAX %s, backend %s, %d device(s)', jax.__version__,
+               jax.default_backend(), jax.device_count())
+  try:
+    step, metrics, notes = evaluation.evaluate_workdir(
+        _WORKDIR.value, _NUM.value, inception_weights=_INCEPTION.value,
+        seed=_SEED.value, batch_size=_BATCH.value)
+  except USER_ERRORS as e:
+    sys.exit(f'error: {" ".join(str(e).split())}')
+  print(evaluation.format_metrics(step, metrics, notes))
+  print('wrote ' + os.path.join(_WORKDIR.value, evaluation.EVAL_DIR,
+                                evaluation.METRICS_FILE))
+
+
+if __name__ == '__main__':
+  app.run(main)

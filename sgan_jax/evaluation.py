@@ -1,0 +1,643 @@
+"""Sample quality of a trained SGAN, measured with the run's own encoder E.
+
+`make_evaluator(models, config, mesh)` returns an `Evaluator`: called as
+`evaluator(state, key)` it draws N class-balanced samples top-down and returns
+a flat dict of floats. `evaluate_workdir(workdir)` does the same for the latest
+checkpoint of a run and writes `<workdir>/eval/metrics.json` (the
+`python -m sgan_jax.evaluate` CLI).
+
+Every score is computed twice, on samples and on real data, so each number has
+a reference:
+
+  cond_acc            E's class of each sample == its conditioning label;
+                      real_cond_acc is E's test accuracy.
+  e_is, e_is_std      Inception Score computed with E's softmax in place of
+                      Inception's (10 splits, mean and std); real_e_is on the
+                      test set. Ceiling: the number of classes.
+  e_fid               Frechet distance between Gaussian fits of E's fc3
+                      features of the samples and of the whole test set;
+                      real_e_fid (the floor) compares a random train subset of
+                      the same size with the test set.
+  diversity_fc3       Mean pairwise L2 distance of E-fc3 features within each
+                      class, averaged over classes; diversity_pixel the same
+                      on pixels in [0, 1]; real_diversity_* on the test set.
+  diversity_ratio     diversity_fc3 / real_diversity_fc3 (and
+                      diversity_ratio_pixel): mode collapse shows as << 1.
+
+The e_* scores are *domain-classifier* scores: E is a small classifier trained
+by this run, so they are comparable between runs that share an encoder (and
+with their real_* references), never with published Inception IS/FID numbers.
+Those need an InceptionV3 network, which this package does not ship:
+`Evaluator` accepts any `inception_fn` and then adds inception_is/_std,
+inception_fid and their real_* references, but `load_inception` cannot yet
+turn a weights file into one (see its docstring).
+
+Single-process: samples and test images are gathered on this host.
+"""
+
+from collections.abc import Callable
+import hashlib
+import json
+import os
+import time
+from typing import Any
+
+from absl import logging
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from sgan_jax import architectures
+from sgan_jax import checkpointing
+from sgan_jax import input_pipeline
+from sgan_jax import models as models_lib
+from sgan_jax import rng
+from sgan_jax import sampling
+from sgan_jax import sharding
+from sgan_jax import state as state_lib
+from sgan_jax import steps
+
+Metrics = dict[str, float]
+# uint8 (N, H, W, C) images -> (pool features (N, F), class probabilities
+# (N, K)), e.g. InceptionV3's pool3 features and softmax.
+FeatureFn = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+EVAL_DIR = 'eval'
+METRICS_FILE = 'metrics.json'
+# TensorBoard tags are 'eval/<key>' both in <workdir>/eval (the CLI) and in
+# the training run's events, so TensorBoard overlays the two.
+TAG_PREFIX = 'eval/'
+INCEPTION_NOTE = (
+    'Inception IS/FID not computed: sgan_jax ships no InceptionV3 network '
+    '(--inception_weights is reserved for one; see '
+    'sgan_jax/evaluation.py:load_inception)')
+
+# Rows per block of the pairwise-distance matrix: bounds memory at about
+# _PAIR_BLOCK * N * 8 bytes whatever the class size.
+_PAIR_BLOCK = 1024
+
+
+# ---------------------------------------------------------------------------
+# Pure metric math (numpy, float64).
+# ---------------------------------------------------------------------------
+
+
+def inception_score(probs: np.ndarray, splits: int = 10
+                    ) -> tuple[float, float]:
+  """exp(E_x KL(p(y|x) || p(y))), over `splits` chunks: (mean, std).
+
+  The standard protocol (Salimans et al. 2016): p(y) is the marginal of each
+  chunk, and the spread over chunks is the reported uncertainty.
+
+  Args:
+    probs: (N, K) class probabilities, rows summing to 1.
+    splits: number of contiguous chunks; at most N.
+
+  Returns:
+    (mean, std) of the per-chunk scores; 1 for uninformative predictions, K
+    for confident predictions spread evenly over K classes.
+  """
+  probs = np.asarray(probs, np.float64)
+  if probs.ndim != 2 or not 1 <= splits <= len(probs):
+    raise ValueError(f'inception_score needs (N, K) probabilities with N >= '
+                     f'splits={splits}, got shape {probs.shape}')
+  scores = []
+  for part in np.array_split(probs, splits):
+    marginal = part.mean(axis=0, keepdims=True)
+    # 0 * log 0 = 0: confident predictions have exact zeros. Where p > 0 the
+    # marginal is > 0 too, so the guarded logs never see 0 where it matters.
+    tiny = np.finfo(np.float64).tiny
+    kl = np.where(part > 0, part * (np.log(np.maximum(part, tiny))
+                                    - np.log(np.maximum(marginal, tiny))),
+                  0.0).sum(axis=1)
+    scores.append(np.exp(kl.mean()))
+  return float(np.mean(scores)), float(np.std(scores))
+
+
+def gaussian_stats(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """(mean (F,), covariance (F, F)) of (N, ...) features, N - 1 normalised."""
+  x = _flat64(features)
+  if len(x) < 2:
+    raise ValueError(f'a Gaussian fit needs at least 2 examples, got {len(x)}')
+  return x.mean(axis=0), np.atleast_2d(np.cov(x, rowvar=False))
+
+
+def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray,
+                     sigma2: np.ndarray) -> float:
+  """||mu1 - mu2||^2 + tr(S1 + S2 - 2 (S1 S2)^(1/2)), the FID formula.
+
+  tr (S1 S2)^(1/2) is computed as tr (S1^(1/2) S2 S1^(1/2))^(1/2) (the same
+  eigenvalues): that matrix is symmetric PSD, so `eigh` gives it stably even
+  for the singular covariances of fewer examples than dimensions, where
+  scipy's sqrtm of the non-symmetric S1 S2 returns complex round-off.
+
+  Args:
+    mu1: (F,) mean of the first Gaussian.
+    sigma1: (F, F) its covariance.
+    mu2: (F,) mean of the second Gaussian.
+    sigma2: (F, F) its covariance.
+
+  Returns:
+    The squared Frechet (2-Wasserstein) distance, >= 0.
+  """
+  mu1, mu2 = np.asarray(mu1, np.float64), np.asarray(mu2, np.float64)
+  sigma1 = np.atleast_2d(np.asarray(sigma1, np.float64))
+  sigma2 = np.atleast_2d(np.asarray(sigma2, np.float64))
+  if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape or (
+      sigma1.shape != (mu1.size, mu1.size)):
+    raise ValueError(f'mismatched Gaussians: means {mu1.shape} {mu2.shape}, '
+                     f'covariances {sigma1.shape} {sigma2.shape}')
+  root1 = _psd_sqrt(sigma1)
+  middle = root1 @ sigma2 @ root1
+  eig = np.linalg.eigvalsh((middle + middle.T) / 2)
+  tr_cross = np.sqrt(np.clip(eig, 0.0, None)).sum()
+  d = (np.sum((mu1 - mu2) ** 2) + np.trace(sigma1) + np.trace(sigma2)
+       - 2.0 * tr_cross)
+  # Exact arithmetic gives d >= 0; only round-off goes below.
+  return float(max(d, 0.0))
+
+
+def fid_from_features(a: np.ndarray, b: np.ndarray) -> float:
+  """Frechet distance between Gaussian fits of two (N, ...) feature sets."""
+  return frechet_distance(*gaussian_stats(a), *gaussian_stats(b))
+
+
+def mean_pairwise_distance(features: np.ndarray) -> float:
+  """Mean L2 distance over all pairs i < j of (N, ...) features (N >= 2)."""
+  x = _flat64(features)
+  n = len(x)
+  if n < 2:
+    raise ValueError(f'pairwise distances need at least 2 examples, got {n}')
+  # Distances do not change under translation; centering first keeps the
+  # |a|^2 + |b|^2 - 2ab expansion accurate and makes identical rows exactly 0.
+  x = x - x.mean(axis=0)
+  sq = np.einsum('ij,ij->i', x, x)
+  total = 0.0
+  for s in range(0, n, _PAIR_BLOCK):
+    block = x[s:s + _PAIR_BLOCK]
+    d2 = sq[s:s + _PAIR_BLOCK, None] + sq[None, :] - 2.0 * block @ x.T
+    # The diagonal (i == i) is round-off; zero it rather than trust it.
+    rows = np.arange(len(block))
+    d2[rows, s + rows] = 0.0
+    total += np.sqrt(np.clip(d2, 0.0, None)).sum()
+  return float(total / (n * (n - 1)))
+
+
+def class_diversity(features: np.ndarray, labels: np.ndarray) -> float:
+  """`mean_pairwise_distance` within each class, averaged over classes.
+
+  Classes with fewer than 2 examples have no pairs and are skipped; NaN if
+  no class has 2.
+
+  Args:
+    features: (N, ...) features (cast to float64 one class at a time, so a
+      uint8 image array is fine).
+    labels: (N,) int class of each example.
+
+  Returns:
+    The unweighted mean over classes.
+  """
+  labels = np.asarray(labels)
+  if len(labels) != len(features):
+    raise ValueError(f'{len(features)} features but {len(labels)} labels')
+  per_class = [mean_pairwise_distance(features[labels == c])
+               for c in np.unique(labels) if np.sum(labels == c) >= 2]
+  return float(np.mean(per_class)) if per_class else float('nan')
+
+
+def _flat64(features: np.ndarray) -> np.ndarray:
+  x = np.asarray(features, np.float64)
+  return x.reshape(len(x), -1)
+
+
+def _psd_sqrt(sigma: np.ndarray) -> np.ndarray:
+  eig, vec = np.linalg.eigh((sigma + sigma.T) / 2)
+  return (vec * np.sqrt(np.clip(eig, 0.0, None))) @ vec.T
+
+
+def _ratio(a: float, b: float) -> float:
+  return a / b if b > 0 else float('nan')
+
+
+# ---------------------------------------------------------------------------
+# The evaluator: samples + E, with real-data statistics cached.
+# ---------------------------------------------------------------------------
+
+
+def make_encoder_features(models: models_lib.Models, hp: steps.StepConfig
+                          ) -> Callable[..., tuple[jax.Array, jax.Array]]:
+  """(state, uint8 NHWC images) -> (E's fc3 features, E's softmax).
+
+  Images go through exactly the conversion of training batches (x/255, then
+  `steps.to_model_space`), so samples and real images are treated alike.
+  """
+
+  def features(st: state_lib.SGANState, images: jax.Array):
+    x = steps.to_model_space(steps.images01({'image': images}), st, hp)
+    variables = {'params': st.encoder.params}
+    fc3 = models.encoder.apply(variables, x, stop='fc3')
+    logits = models.encoder.apply(variables, fc3, start='fc3', stop='logits')
+    return (fc3.astype(jnp.float32),
+            jax.nn.softmax(logits.astype(jnp.float32), axis=-1))
+
+  return features
+
+
+class Evaluator:
+  """`evaluator(state, key) -> Metrics`; see the module docstring for keys.
+
+  Built once per run: the sampling and E functions compile on the first call
+  (one shape each) and the real-data statistics are computed once per encoder
+  (re-done only if E's params or the pixel offset change, e.g. during the
+  encoder phase).
+  """
+
+  def __init__(self, models: models_lib.Models,
+               config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, *,
+               num: int = 10000, batch_size: int = 1000,
+               test_arrays: dict[str, np.ndarray] | None = None,
+               train_arrays: dict[str, np.ndarray] | None = None,
+               sample_fn: Callable[..., jax.Array] | None = None,
+               inception_fn: FeatureFn | None = None, splits: int = 10):
+    """See `make_evaluator`."""
+    if batch_size <= 0:
+      raise ValueError(f'evaluation batch size must be positive, got '
+                       f'{batch_size}')
+    self.num_classes = models.num_classes
+    self.labels = sampling.balanced_labels(num, models.num_classes)
+    self.splits = min(splits, num)
+    n_dev = mesh.devices.size
+    self._batch = -(-min(batch_size, num) // n_dev) * n_dev
+    repl = sharding.replicated(mesh)
+    self._batch_sh = sharding.batch_sharding(mesh)
+    if sample_fn is None:
+      sample_fn = jax.jit(sampling.make_sample_fn(models),
+                          in_shardings=(repl, self._batch_sh, self._batch_sh,
+                                        repl),
+                          out_shardings=self._batch_sh)
+    self._sample_fn = sample_fn
+    self._features = jax.jit(
+        make_encoder_features(models, steps.StepConfig.from_config(config)),
+        in_shardings=(repl, self._batch_sh),
+        out_shardings=(self._batch_sh, self._batch_sh))
+    if test_arrays is None:
+      test_arrays, _ = input_pipeline.load_split(config.data, 'test')
+    if train_arrays is None:
+      train_arrays, _ = input_pipeline.load_split(config.data, 'train')
+    self._test = test_arrays
+    # The FID floor uses as many real train images as there are samples: FID
+    # is biased upwards for small N, so only equal sizes compare. A fixed
+    # random subset (train splits may be sorted), copied so the caller's full
+    # array can be freed.
+    n_train = len(train_arrays['label'])
+    pick = np.sort(np.random.default_rng(0).permutation(n_train)[:num])
+    self._train_images = train_arrays['image'][pick]
+    self._inception_fn = inception_fn
+    self._real: Metrics | None = None
+    self._real_stats: dict[str, Any] = {}
+    self._real_fingerprint: str | None = None
+
+  @property
+  def num(self) -> int:
+    return len(self.labels)
+
+  @property
+  def num_test(self) -> int:
+    return len(self._test['label'])
+
+  @property
+  def num_train_floor(self) -> int:
+    return len(self._train_images)
+
+  def __call__(self, st: state_lib.SGANState, key: jax.Array) -> Metrics:
+    """Metrics of `num` samples of `st` drawn with `key`, plus references.
+
+    Args:
+      st: a replicated SGANState (after the encoder phase: before it E is
+        untrained and the scores mean nothing).
+      key: sampling key; a fixed one (e.g. `rng.eval_key(root)`) makes the
+        numbers of different steps use the same z.
+
+    Returns:
+      Flat {name: float}; see the module docstring.
+    """
+    start = time.perf_counter()
+    real = self.real_metrics(st)
+    images = sampling.generate(self._sample_fn, st, self.labels, key,
+                               batch_size=self._batch,
+                               sharding=self._batch_sh)
+    out = dict(real)
+    out.update(self._scores(st, images, self.labels))
+    logging.info('evaluated %d samples in %.1f s', self.num,
+                 time.perf_counter() - start)
+    return out
+
+  def real_metrics(self, st: state_lib.SGANState) -> Metrics:
+    """The real_* references (cached per encoder)."""
+    fingerprint = _fingerprint((st.encoder.params, st.pixel_offset))
+    if fingerprint == self._real_fingerprint:
+      return self._real
+    images, labels = self._test['image'], self._test['label']
+    fc3, probs = self._encode(st, images)
+    floor_fc3, _ = self._encode(st, self._train_images)
+    self._real_stats = {'fc3': gaussian_stats(fc3)}
+    real_is, real_is_std = inception_score(probs, min(self.splits,
+                                                      len(labels)))
+    real = {
+        'real_cond_acc': float(np.mean(np.argmax(probs, -1) == labels)),
+        'real_e_is': real_is,
+        'real_e_is_std': real_is_std,
+        'real_e_fid': frechet_distance(*gaussian_stats(floor_fc3),
+                                       *self._real_stats['fc3']),
+        'real_diversity_fc3': class_diversity(fc3, labels),
+        'real_diversity_pixel': class_diversity(images, labels) / 255.0,
+    }
+    if self._inception_fn is not None:
+      pool, probs = self._inception(images)
+      floor_pool, _ = self._inception(self._train_images)
+      self._real_stats['pool'] = gaussian_stats(pool)
+      real['real_inception_is'], real['real_inception_is_std'] = (
+          inception_score(probs, min(self.splits, len(labels))))
+      real['real_inception_fid'] = frechet_distance(
+          *gaussian_stats(floor_pool), *self._real_stats['pool'])
+    self._real, self._real_fingerprint = real, fingerprint
+    return real
+
+  def _scores(self, st, images: np.ndarray, labels: np.ndarray) -> Metrics:
+    fc3, probs = self._encode(st, images)
+    e_is, e_is_std = inception_score(probs, self.splits)
+    out = {
+        'cond_acc': float(np.mean(np.argmax(probs, -1) == labels)),
+        'e_is': e_is,
+        'e_is_std': e_is_std,
+        'e_fid': frechet_distance(*gaussian_stats(fc3),
+                                  *self._real_stats['fc3']),
+        'diversity_fc3': class_diversity(fc3, labels),
+        'diversity_pixel': class_diversity(images, labels) / 255.0,
+    }
+    out['diversity_ratio'] = _ratio(out['diversity_fc3'],
+                                    self._real['real_diversity_fc3'])
+    out['diversity_ratio_pixel'] = _ratio(out['diversity_pixel'],
+                                          self._real['real_diversity_pixel'])
+    if self._inception_fn is not None:
+      pool, probs = self._inception(images)
+      out['inception_is'], out['inception_is_std'] = inception_score(
+          probs, self.splits)
+      out['inception_fid'] = frechet_distance(*gaussian_stats(pool),
+                                              *self._real_stats['pool'])
+    return out
+
+  def _encode(self, st, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """E's (fc3, softmax) of host uint8 images, `self._batch` at a time (the
+    last chunk padded, so one shape is compiled)."""
+    n = len(images)
+    fc3, probs = [], []
+    for s in range(0, n, self._batch):
+      idx = np.minimum(np.arange(s, s + self._batch), n - 1)
+      chunk = jax.device_put(images[idx], self._batch_sh)
+      f, p = self._features(st, chunk)
+      fc3.append(np.asarray(f)[:n - s])
+      probs.append(np.asarray(p)[:n - s])
+    return np.concatenate(fc3), np.concatenate(probs)
+
+  def _inception(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    pool, probs = [], []
+    for s in range(0, len(images), self._batch):
+      f, p = self._inception_fn(images[s:s + self._batch])
+      pool.append(np.asarray(f))
+      probs.append(np.asarray(p))
+    return np.concatenate(pool), np.concatenate(probs)
+
+
+def make_evaluator(models: models_lib.Models,
+                   config: ml_collections.ConfigDict,
+                   mesh: jax.sharding.Mesh, *, num: int = 10000,
+                   batch_size: int = 1000,
+                   test_arrays: dict[str, np.ndarray] | None = None,
+                   train_arrays: dict[str, np.ndarray] | None = None,
+                   sample_fn: Callable[..., jax.Array] | None = None,
+                   inception_fn: FeatureFn | None = None) -> Evaluator:
+  """Builds the reusable evaluator of a run.
+
+  Args:
+    models: the run's module definitions.
+    config: the run config (reads `data` and the pixel range).
+    mesh: the ('data',) mesh; samples and E batches are split over it.
+    num: samples per evaluation, a positive multiple of the classes.
+    batch_size: samples (and test images) per device call; rounded up to a
+      multiple of the devices.
+    test_arrays: the test split ({'image': uint8 NHWC, 'label'}); default:
+      `input_pipeline.load_split(config.data, 'test')`.
+    train_arrays: the train split (only a random subset of `num` images is
+      kept, for the FID floor); default: loaded like the test split. The
+      trainer passes the arrays it already holds.
+    sample_fn: a jitted `sampling.make_sample_fn` with batch shardings (the
+      trainer's `compiled['sample']`); default: compiled here.
+    inception_fn: optional host function uint8 images -> (pool features,
+      probabilities) that adds the inception_* metrics.
+
+  Returns:
+    An `Evaluator`; `evaluator(state, key)` returns the metrics.
+
+  Raises:
+    ValueError: `num` is not a positive multiple of the classes.
+    input_pipeline.DataError: the data cannot be loaded.
+  """
+  return Evaluator(models, config, mesh, num=num, batch_size=batch_size,
+                   test_arrays=test_arrays, train_arrays=train_arrays,
+                   sample_fn=sample_fn, inception_fn=inception_fn)
+
+
+def _fingerprint(tree: Any) -> str:
+  h = hashlib.sha1()
+  for leaf in jax.tree.leaves(jax.device_get(tree)):
+    leaf = np.asarray(leaf)
+    h.update(str((leaf.shape, leaf.dtype)).encode())
+    h.update(np.ascontiguousarray(leaf).tobytes())
+  return h.hexdigest()
+
+
+# ---------------------------------------------------------------------------
+# Inception (not available) and the workdir entry point.
+# ---------------------------------------------------------------------------
+
+
+def load_inception(path: str) -> FeatureFn:
+  """InceptionV3 (pool3 features, softmax) from a `.npz` of its params.
+
+  Not implemented: sgan_jax has no InceptionV3 network definition, and no
+  weights can be downloaded here to check one against reference activations
+  (the TF 2015-12-05 graph that published IS/FID numbers use). A network
+  written blind would give numbers that look like Inception scores without
+  being them. This checks that the file is a readable .npz, then raises.
+
+  Args:
+    path: the `.npz` file.
+
+  Returns:
+    Never returns (yet).
+
+  Raises:
+    FileNotFoundError: no such file.
+    ValueError: the file is not a readable .npz.
+    NotImplementedError: always, for a readable file, naming what is missing.
+  """
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f'--inception_weights: {path} not found')
+  try:
+    with np.load(path, allow_pickle=False) as f:
+      count = len(f.files)
+  except (OSError, ValueError) as e:
+    raise ValueError(f'--inception_weights: {path} is not a readable .npz '
+                     f'of arrays ({type(e).__name__})') from e
+  raise NotImplementedError(
+      f'--inception_weights: {path} holds {count} arrays, but sgan_jax has no '
+      'InceptionV3 network to load them into (it must match the weights\' '
+      'layout and be checked against reference Inception activations); '
+      'pass an inception_fn to evaluation.make_evaluator instead')
+
+
+def restore_latest(workdir: str) -> tuple[models_lib.Models,
+                                          state_lib.SGANState,
+                                          jax.sharding.Mesh,
+                                          ml_collections.ConfigDict]:
+  """(models, state, mesh, config) of a run's latest checkpoint.
+
+  The same as `sample.restore_for_sampling`, which cannot be imported here:
+  `sample.py` defines absl flags (--workdir, --num, ...) at import, which
+  would collide with the evaluate CLI's.
+  """
+  # train imports this module (for its evaluator); import it lazily.
+  from sgan_jax import train  # pylint: disable=g-import-not-at-top
+  config = train.load_config(workdir)
+  num_classes, image_shape = input_pipeline.dataset_info(config.data.name)
+  models = architectures.build_models(config, num_classes, image_shape)
+  mesh = sharding.make_mesh()
+  repl = sharding.replicated(mesh)
+  ckpt = checkpointing.Checkpointer(workdir, keep=config.log.keep)
+  if ckpt.latest_step() is None:
+    ckpt.close()
+    raise FileNotFoundError(f'no checkpoint in {ckpt.directory}')
+  abstract = jax.eval_shape(
+      lambda k: state_lib.create_state(
+          models, config, k, np.zeros(image_shape, np.float32)),
+      jax.random.key(0))
+  st, _ = ckpt.restore(checkpointing.abstract_like(abstract, repl))
+  ckpt.close()
+  return models, st, mesh, config
+
+
+def evaluate_workdir(workdir: str, num: int = 10000, *,
+                     inception_weights: str | None = None,
+                     seed: int | None = None, batch_size: int = 1000,
+                     write: bool = True) -> tuple[int, Metrics, list[str]]:
+  """Evaluates the latest checkpoint of a training run.
+
+  Args:
+    workdir: the run's --workdir.
+    num: number of samples, a positive multiple of the classes.
+    inception_weights: optional InceptionV3 `.npz` (see `load_inception`).
+    seed: sampling seed; default the run's own fixed evaluation key (the one
+      of its sample grids).
+    batch_size: samples per device call.
+    write: write `<workdir>/eval/metrics.json` and, when clu is importable,
+      TensorBoard events under `<workdir>/eval`.
+
+  Returns:
+    (checkpoint step, metrics, notes): notes are one-line remarks on what was
+    not computed.
+
+  Raises:
+    FileNotFoundError: no run or no checkpoint in `workdir`, or no weights
+      file.
+    ValueError: bad `num` / `batch_size`, or unreadable data or weights.
+    NotImplementedError: `inception_weights` given (see `load_inception`).
+  """
+  from sgan_jax import train  # pylint: disable=g-import-not-at-top
+  # Cheap checks first: a typo should fail before a checkpoint is restored.
+  config = train.load_config(workdir)
+  num_classes, _ = input_pipeline.dataset_info(config.data.name)
+  sampling.balanced_labels(num, num_classes)
+  if batch_size <= 0:
+    raise ValueError(f'--batch_size must be positive, got {batch_size}')
+  inception_fn = (load_inception(inception_weights)
+                  if inception_weights else None)
+  models, st, mesh, config = restore_latest(workdir)
+  evaluator = make_evaluator(models, config, mesh, num=num,
+                             batch_size=batch_size, inception_fn=inception_fn)
+  key = rng.eval_key(jax.random.key(config.seed if seed is None else seed))
+  metrics = evaluator(st, key)
+  step = int(st.step)
+  notes = [] if inception_fn is not None else [INCEPTION_NOTE]
+  notes.append(f'{num} samples ({num // num_classes} per class) vs '
+               f'{evaluator.num_test} test images; FID floor from '
+               f'{evaluator.num_train_floor} train images')
+  if write:
+    write_metrics(os.path.join(workdir, EVAL_DIR), step, metrics, notes)
+  return step, metrics, notes
+
+
+def write_metrics(eval_dir: str, step: int, metrics: Metrics,
+                  notes: list[str]) -> str:
+  """Writes `eval_dir/metrics.json` and TensorBoard events; returns the path.
+
+  The JSON holds {'step', 'metrics': {name: float}, 'notes': [str]}; NaN
+  (e.g. a ratio over a zero reference) is written as null.
+  """
+  os.makedirs(eval_dir, exist_ok=True)
+  path = os.path.join(eval_dir, METRICS_FILE)
+  record = {'step': step,
+            'metrics': {k: (v if np.isfinite(v) else None)
+                        for k, v in sorted(metrics.items())},
+            'notes': notes}
+  with open(path, 'w') as f:
+    json.dump(record, f, indent=2)
+  try:
+    from clu import metric_writers  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    # clu's writer needs TensorFlow; the JSON is the record then.
+    logging.warning('clu/TensorFlow unavailable: no TensorBoard events for '
+                    'the evaluation')
+    return path
+  writer = metric_writers.SummaryWriter(eval_dir)
+  writer.write_scalars(step, {TAG_PREFIX + k: v for k, v in metrics.items()})
+  writer.close()
+  return path
+
+
+def format_metrics(step: int, metrics: Metrics, notes: list[str]) -> str:
+  """A human-readable table: each sample score beside its real reference."""
+  rows = [('cond_acc', 'real_cond_acc', 'E accuracy: label of sample vs '
+           'test label'),
+          ('e_is', 'real_e_is', 'IS with E (domain classifier); max = '
+           'classes'),
+          ('e_fid', 'real_e_fid', 'FID on E fc3 vs test; real = train '
+           'subset (floor)'),
+          ('diversity_fc3', 'real_diversity_fc3', 'mean intra-class pairwise '
+           'L2, E fc3'),
+          ('diversity_pixel', 'real_diversity_pixel', 'the same on pixels in '
+           '[0, 1]'),
+          ('inception_is', 'real_inception_is', 'Inception Score'),
+          ('inception_fid', 'real_inception_fid', 'Inception FID')]
+  lines = [f'checkpoint step {step}',
+           f'{"metric":<16}{"samples":>16}{"real":>16}  meaning']
+  for key, real_key, meaning in rows:
+    if key not in metrics:
+      continue
+    sample, real = _show(metrics, key), _show(metrics, real_key)
+    lines.append(f'{key:<16}{sample:>16}{real:>16}  {meaning}')
+  lines.append(f'diversity_ratio {metrics["diversity_ratio"]:.3f} (fc3), '
+               f'{metrics["diversity_ratio_pixel"]:.3f} (pixels): samples / '
+               'real; << 1 means mode collapse')
+  lines += [f'note: {n}' for n in notes]
+  return '\n'.join(lines)
+
+
+def _show(metrics: Metrics, key: str) -> str:
+  if key not in metrics:
+    return '-'
+  text = f'{metrics[key]:.4g}'
+  if f'{key}_std' in metrics:
+    text += f' ± {metrics[key + "_std"]:.2g}'
+  return text

@@ -1,0 +1,265 @@
+"""Evaluation: closed-form metric values, the evaluator, the evaluate CLI."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+from scipy.spatial import distance
+
+import helpers
+from sgan_jax import architectures
+from sgan_jax import evaluation
+from sgan_jax import rng
+from sgan_jax import sharding
+from sgan_jax import train
+
+# --- Pure metrics ------------------------------------------------------------
+
+
+def test_inception_score_of_uniform_predictions_is_one():
+  mean, std = evaluation.inception_score(np.full((100, 10), 0.1), splits=10)
+  assert mean == pytest.approx(1.0, abs=1e-12)
+  assert std == pytest.approx(0.0, abs=1e-12)
+
+
+@pytest.mark.parametrize('k', [2, 10])
+def test_inception_score_of_confident_spread_predictions_is_k(k):
+  # Class n mod k: every split sees every class equally often.
+  probs = np.eye(k)[np.arange(50 * k) % k]
+  mean, std = evaluation.inception_score(probs, splits=10)
+  assert mean == pytest.approx(k, rel=1e-12)
+  assert std == pytest.approx(0.0, abs=1e-9)
+
+
+def test_inception_score_of_one_confident_class_is_one():
+  # Confident but always the same class: no diversity, score 1.
+  mean, _ = evaluation.inception_score(np.eye(10)[np.zeros(40, int)], 4)
+  assert mean == pytest.approx(1.0)
+
+
+def test_inception_score_rejects_too_few_examples():
+  with pytest.raises(ValueError, match='splits'):
+    evaluation.inception_score(np.full((5, 10), 0.1), splits=10)
+
+
+def test_fid_of_identical_sets_is_zero():
+  x = np.random.default_rng(0).normal(size=(500, 16))
+  assert evaluation.fid_from_features(x, x) == pytest.approx(0.0, abs=1e-8)
+
+
+def test_fid_with_fewer_examples_than_dimensions_is_finite_and_zero():
+  # Singular covariances: the eigh-based square root must still work.
+  x = np.random.default_rng(1).normal(size=(10, 64))
+  assert evaluation.fid_from_features(x, x) == pytest.approx(0.0, abs=1e-8)
+  y = np.random.default_rng(2).normal(size=(10, 64))
+  assert np.isfinite(evaluation.fid_from_features(x, y))
+
+
+def test_fid_is_symmetric():
+  r = np.random.default_rng(3)
+  a = r.normal(size=(400, 8))
+  b = r.normal(size=(300, 8)) @ r.normal(size=(8, 8)) + 1.0
+  ab, ba = evaluation.fid_from_features(a, b), evaluation.fid_from_features(
+      b, a)
+  assert ab > 1.0
+  assert ab == pytest.approx(ba, rel=1e-9)
+
+
+def test_fid_of_shifted_gaussian_is_squared_shift():
+  r = np.random.default_rng(4)
+  shift = np.array([0.5, -1.0, 2.0, 0.0])
+  a = r.normal(size=(20000, 4))
+  # The same sample shifted: equal covariances, so exactly |shift|^2.
+  assert evaluation.fid_from_features(a, a + shift) == pytest.approx(
+      np.sum(shift ** 2), rel=1e-9)
+  # An independent sample: |shift|^2 up to sampling noise.
+  b = r.normal(size=(20000, 4)) + shift
+  assert evaluation.fid_from_features(a, b) == pytest.approx(
+      np.sum(shift ** 2), abs=0.05)
+
+
+def test_frechet_distance_closed_form_for_scaled_covariance():
+  # N(0, I) vs N(0, 4I) in d dims: d + 4d - 2 * 2d = d.
+  d = 5
+  assert evaluation.frechet_distance(
+      np.zeros(d), np.eye(d), np.zeros(d), 4 * np.eye(d)) == pytest.approx(d)
+
+
+def test_mean_pairwise_distance_matches_brute_force():
+  # More rows than one block of the blocked computation.
+  x = np.random.default_rng(5).normal(size=(1100, 3)) + 100.0
+  assert evaluation.mean_pairwise_distance(x) == pytest.approx(
+      distance.pdist(x).mean(), rel=1e-9)
+
+
+def test_diversity_of_identical_samples_is_zero():
+  x = np.tile(np.random.default_rng(6).normal(size=(1, 7)), (20, 1))
+  assert evaluation.mean_pairwise_distance(x) == 0.0
+  labels = np.arange(20) % 4
+  assert evaluation.class_diversity(x, labels) == 0.0
+
+
+def test_class_diversity_averages_within_class_distances():
+  # Class 0: points 0 and 2 apart; class 1: 0, 1, 1 (mean 2/3); class 2: a
+  # singleton, skipped. Pairs across classes never count.
+  features = np.array([[0.], [2.], [10.], [11.], [11.], [50.]])
+  labels = np.array([0, 0, 1, 1, 1, 2])
+  assert evaluation.class_diversity(features, labels) == pytest.approx(
+      (2.0 + 2.0 / 3.0) / 2.0)
+  # uint8 input is cast, not wrapped around.
+  images = np.array([[0], [255]], np.uint8)
+  assert evaluation.class_diversity(images, np.zeros(2)) == 255.0
+
+
+# --- A tiny trained run ------------------------------------------------------
+
+
+def _write_arrays(directory, n=64):
+  """Prepared train/test arrays in `directory` (read with no TF at all, so a
+  CLI subprocess sees the same data as the test process)."""
+  r = np.random.default_rng(0)
+  for split in ('train', 'test'):
+    np.savez(os.path.join(directory, f'{split}.npz'),
+             image=r.integers(0, 256, (n, 28, 28, 1), dtype=np.uint8),
+             label=(np.arange(n) % 10).astype(np.int32))
+
+
+@pytest.fixture(scope='module')
+def run(tmp_path_factory):
+  """(workdir, config, final state) of a tiny MNIST run.
+
+  Only the encoder phase runs: the G_i keep their initial params, which the
+  evaluation treats exactly like trained ones, and the stack and joint steps
+  would triple the compile time of this module.
+  """
+  root = tmp_path_factory.mktemp('eval')
+  data = root / 'data'
+  data.mkdir()
+  _write_arrays(str(data))
+  config = helpers.load_config('mnist')
+  config.data.max_examples = 64
+  config.data.manual_dir = str(data)
+  config.schedule.stack_steps = (0, 0)
+  config.schedule.joint_steps = 0
+  workdir = str(root / 'w')
+  st = train.train_and_evaluate(config, workdir)
+  return workdir, config, st
+
+
+def _evaluator(config, **kw):
+  models = architectures.build_models(config, 10, (28, 28, 1))
+  return evaluation.make_evaluator(models, config, sharding.make_mesh(),
+                                   num=40, batch_size=16, **kw)
+
+
+def test_evaluator_caches_real_statistics_and_is_deterministic(run):
+  _, config, st = run
+  calls = []
+
+  def fake_inception(images):
+    # A stand-in network: pixel means as features, a fixed softmax.
+    calls.append(len(images))
+    x = images.reshape(len(images), -1).astype(np.float64) / 255.0
+    feats = np.stack([x.mean(1), x.std(1)], axis=1)
+    logits = np.stack([x[:, :10].sum(1), x[:, 10:20].sum(1)], axis=1)
+    return feats, jax.nn.softmax(logits, axis=-1)
+
+  evaluator = _evaluator(config, inception_fn=fake_inception)
+  key = rng.eval_key(jax.random.key(0))
+  first = evaluator(st, key)
+  real_calls = len(calls)
+  second = evaluator(st, key)
+  # The real-data references were computed once, not per call.
+  assert sum(calls[real_calls:]) == 40
+  assert first == second
+  other = evaluator(st, jax.random.fold_in(key, 1))
+  assert other['diversity_pixel'] != first['diversity_pixel']
+  assert {k: v for k, v in other.items() if k.startswith('real_')} == {
+      k: v for k, v in first.items() if k.startswith('real_')}
+
+  expected = {'cond_acc', 'e_is', 'e_is_std', 'e_fid', 'diversity_fc3',
+              'diversity_pixel', 'diversity_ratio', 'diversity_ratio_pixel',
+              'real_cond_acc', 'real_e_is', 'real_e_is_std', 'real_e_fid',
+              'real_diversity_fc3', 'real_diversity_pixel',
+              'inception_is', 'inception_is_std', 'inception_fid',
+              'real_inception_is', 'real_inception_is_std',
+              'real_inception_fid'}
+  assert set(first) == expected
+  assert all(isinstance(v, float) for v in first.values())
+  for k in ('cond_acc', 'real_cond_acc'):
+    assert 0.0 <= first[k] <= 1.0
+  for k in ('e_is', 'real_e_is', 'inception_is'):
+    assert 1.0 - 1e-9 <= first[k] <= 10.0 + 1e-9
+  assert first['e_fid'] >= 0.0 and first['real_e_fid'] >= 0.0
+  # Uniform random test images in [0, 1]: per-pixel distance ~ sqrt(1/6).
+  assert first['real_diversity_pixel'] == pytest.approx(
+      np.sqrt(28 * 28 / 6), rel=0.05)
+  assert first['diversity_ratio'] == pytest.approx(
+      first['diversity_fc3'] / first['real_diversity_fc3'])
+
+
+def test_evaluator_rejects_unbalanced_num(run):
+  _, config, _ = run
+  models = architectures.build_models(config, 10, (28, 28, 1))
+  for num in (0, 15):
+    with pytest.raises(ValueError, match='multiple of'):
+      evaluation.make_evaluator(models, config, sharding.make_mesh(), num=num)
+
+
+def test_evaluate_workdir_fails_fast_on_bad_input(run, tmp_path):
+  workdir, _, _ = run
+  with pytest.raises(FileNotFoundError, match='config.json'):
+    evaluation.evaluate_workdir(str(tmp_path / 'missing'), 100)
+  with pytest.raises(ValueError, match='multiple of'):
+    evaluation.evaluate_workdir(workdir, 0)
+  with pytest.raises(FileNotFoundError, match='not found'):
+    evaluation.evaluate_workdir(workdir, 100,
+                                inception_weights=str(tmp_path / 'x.npz'))
+  weights = str(tmp_path / 'inception.npz')
+  np.savez(weights, w=np.zeros(3))
+  with pytest.raises(NotImplementedError, match='InceptionV3'):
+    evaluation.evaluate_workdir(workdir, 100, inception_weights=weights)
+  assert not os.path.exists(os.path.join(workdir, 'eval'))
+
+
+def _cli(*args):
+  return subprocess.Popen(
+      [sys.executable, '-m', 'sgan_jax.evaluate', *args], cwd=helpers.REPO,
+      env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2', JAX_PLATFORMS='cpu'),
+      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_evaluate_cli(run):
+  workdir, _, st = run
+  # Started together: the failing one costs only imports. (The other bad
+  # inputs take the same path; test_evaluate_workdir_fails_fast_on_bad_input
+  # covers their messages.)
+  procs = {'ok': _cli(f'--workdir={workdir}', '--num=100'),
+           'num': _cli(f'--workdir={workdir}', '--num=15')}
+  res = {k: (p.wait(timeout=600), *p.communicate()) for k, p in procs.items()}
+
+  rc, out, err = res['ok']
+  assert rc == 0, err[-3000:]
+  assert 'e_fid' in out and 'diversity_ratio' in out
+  assert 'Inception IS/FID not computed' in out
+  with open(os.path.join(workdir, 'eval', 'metrics.json')) as f:
+    record = json.load(f)
+  assert record['step'] == int(st.step)
+  m = record['metrics']
+  for k in ('cond_acc', 'e_is', 'e_fid', 'diversity_ratio', 'real_cond_acc',
+            'real_e_is', 'real_e_fid', 'real_diversity_fc3'):
+    assert k in m
+  assert not any(k.startswith('inception') for k in m)
+  assert any(n.startswith('Inception IS/FID not computed')
+             for n in record['notes'])
+  assert any(f.startswith('events.out.tfevents')
+             for f in os.listdir(os.path.join(workdir, 'eval')))
+
+  rc, _, err = res['num']
+  assert rc != 0
+  last = err.strip().splitlines()[-1]
+  assert last.startswith('error: ') and 'multiple of' in last, err[-2000:]

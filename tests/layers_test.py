@@ -1,0 +1,231 @@
+"""sgan_jax.layers against flax.linen.Conv / ConvTranspose.
+
+Every (transposed) convolution shape of the MNIST and CIFAR networks, at a
+small batch and with fewer channels, must give the Flax layer's parameters,
+outputs and gradients under every ``impl``.
+"""
+
+from unittest import mock
+
+from absl.testing import absltest
+from absl.testing import parameterized
+import chex
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from sgan_jax import layers
+
+# (name, input HWC, features, kernel, strides, padding).
+_CONV_TRANSPOSE_CASES = (
+    # MNIST G0: 4 -> 8 -> 12 -> 24 -> 28.
+    ('g0_4to8_s2_same', (4, 4, 16), 16, 5, 2, 'SAME'),
+    ('g0_8to12_s1_valid', (8, 8, 16), 8, 5, 1, 'VALID'),
+    ('g0_12to24_s2_same', (12, 12, 8), 8, 5, 2, 'SAME'),
+    ('g0_24to28_s1_valid', (24, 24, 8), 1, 5, 1, 'VALID'),
+    # CIFAR G0: 5 -> 10 -> 14 -> 28 -> 32.
+    ('cifar_5to10_s2_same', (5, 5, 8), 8, 5, 2, 'SAME'),
+    ('cifar_10to14_s1_valid', (10, 10, 8), 4, 5, 1, 'VALID'),
+    ('cifar_14to28_s2_same', (14, 14, 4), 4, 5, 2, 'SAME'),
+    ('cifar_28to32_s1_valid', (28, 28, 4), 3, 5, 1, 'VALID'),
+    # Beyond the networks: the general sub-pixel and padding arithmetic.
+    ('s2_valid', (5, 5, 4), 4, 5, 2, 'VALID'),
+    ('s2_even_kernel', (5, 5, 4), 4, 4, 2, 'SAME'),
+    ('s3_same', (4, 5, 3), 4, 3, 3, 'SAME'),
+    ('s2_int_pad', (6, 6, 4), 3, 5, 2, 2),
+    ('s1_int_pad', (6, 6, 4), 3, 3, 1, 1),
+)
+
+_CONV_CASES = (
+    # MNIST D0: 28 -> 14 -> 7 -> 4 with 5x5, stride 2, pad 2.
+    ('d0_28to14', (28, 28, 1), 8, 5, 2, 2),
+    ('d0_14to7', (14, 14, 8), 8, 5, 2, 2),
+    ('d0_7to4', (7, 7, 8), 16, 5, 2, 2),
+    # MNIST encoder: 5x5 VALID.
+    ('enc_28to24', (28, 28, 1), 8, 5, 1, 'VALID'),
+    ('enc_12to8', (12, 12, 8), 8, 5, 1, 'VALID'),
+    # CIFAR D: 3x3 pad 1 stride 1 and 2, pad 0, NIN 1x1.
+    ('cifar_3x3_pad1', (32, 32, 3), 8, 3, 1, 1),
+    ('cifar_3x3_pad1_s2', (32, 32, 8), 8, 3, 2, 1),
+    ('cifar_3x3_pad0', (8, 8, 8), 8, 3, 1, 0),
+    ('nin_1x1', (6, 6, 8), 4, 1, 1, 'VALID'),
+    # Beyond the networks: SAME with strides, unread input rows.
+    ('same_s2_odd', (9, 7, 4), 4, 3, 2, 'SAME'),
+    ('same_s3', (8, 8, 4), 4, 4, 3, 'SAME'),
+    ('valid_s2_unread_row', (8, 8, 4), 4, 3, 2, 'VALID'),
+)
+
+_BATCH = 2
+# 'auto' is 'fast' on the CPU that tests run on; ResolveImplTest covers it.
+_IMPLS = ('xla', 'fast')
+
+
+def _layers(kind, features, kernel, strides, padding, **kwargs):
+  """(flax reference, sgan_jax layer factory taking impl)."""
+  if kind == 'conv':
+    ref = nn.Conv(features, (kernel, kernel), strides=strides,
+                  padding=padding, **kwargs)
+    make = lambda impl: layers.Conv(features, kernel, strides, padding,
+                                    impl=impl, **kwargs)
+  else:
+    ref = nn.ConvTranspose(features, (kernel, kernel), strides=strides,
+                           padding=padding, **kwargs)
+    make = lambda impl: layers.ConvTranspose(features, kernel, strides,
+                                             padding, impl=impl, **kwargs)
+  return ref, make
+
+
+def _all_cases():
+  return [('conv_' + c[0], 'conv') + c[1:] for c in _CONV_CASES] + [
+      ('convT_' + c[0], 'conv_transpose') + c[1:]
+      for c in _CONV_TRANSPOSE_CASES
+  ]
+
+
+def _inputs(shape, seed=0):
+  return jax.random.normal(jax.random.key(seed), (_BATCH,) + shape)
+
+
+class LayersMatchFlaxTest(parameterized.TestCase):
+
+  @parameterized.named_parameters(*_all_cases())
+  def test_params_outputs_and_grads(self, kind, shape, features, kernel,
+                                    strides, padding):
+    ref, make = _layers(kind, features, kernel, strides, padding)
+    x = _inputs(shape)
+    modules = {impl: make(impl) for impl in _IMPLS}
+    dy = jax.random.normal(
+        jax.random.key(2), jax.eval_shape(ref.init_with_output,
+                                          jax.random.key(1), x)[0].shape)
+
+    def loss(module, params, x):
+      return jnp.sum(module.apply(params, x) * dy)
+
+    @jax.jit  # One compilation for everything: compiling dominates here.
+    def run(x):
+      ref_init = ref.init(jax.random.key(1), x)
+      # Non-zero bias, so that its gradient and broadcasting are exercised.
+      params = jax.tree.map(lambda p: p + 0.1, ref_init)
+      return ref_init, {
+          name: (m.init(jax.random.key(1), x), m.apply(params, x),
+                 jax.grad(loss, argnums=(1, 2))(m, params, x))
+          for name, m in (('ref', ref), *modules.items())
+      }
+
+    ref_init, results = run(x)
+    _, y_ref, grad_ref = results['ref']
+    for impl in _IMPLS:
+      with self.subTest(impl=impl):
+        init, y, grads = results[impl]
+        # Same tree, shapes, dtypes and initial values as the Flax layer.
+        chex.assert_trees_all_equal(init, ref_init)
+        self.assertEqual(y.shape, y_ref.shape)
+        np.testing.assert_allclose(y, y_ref, atol=1e-5, rtol=1e-5)
+        # Gradients sum over batch and pixels: compare relative to scale.
+        for got, want in zip(jax.tree.leaves(grads),
+                             jax.tree.leaves(grad_ref)):
+          scale = float(jnp.max(jnp.abs(want)))
+          np.testing.assert_allclose(got, want, atol=1e-5 * scale, rtol=1e-5)
+
+  @parameterized.named_parameters(
+      ('conv_d0', 'conv', (14, 14, 8), 8, 5, 2, 2),
+      ('conv_enc', 'conv', (12, 12, 8), 8, 5, 1, 'VALID'),
+      ('convT_s2', 'conv_transpose', (12, 12, 8), 8, 5, 2, 'SAME'),
+      ('convT_s1', 'conv_transpose', (8, 8, 16), 8, 5, 1, 'VALID'),
+  )
+  def test_second_order_grads(self, kind, shape, features, kernel, strides,
+                              padding):
+    # The hand-written VJP is built from the same layer, so it is itself
+    # differentiable, e.g. for gradient penalties.
+    _, make = _layers(kind, features, kernel, strides, padding)
+    x = _inputs(shape)
+    params = make('xla').init(jax.random.key(1), x)
+
+    def penalty(module, params):
+      grad_x = jax.grad(lambda x: jnp.sum(jnp.sin(module.apply(params, x))))(x)
+      return jnp.sum(grad_x ** 2)
+
+    want = jax.grad(penalty, argnums=1)(make('xla'), params)
+    got = jax.jit(jax.grad(penalty, argnums=1), static_argnums=0)(
+        make('fast'), params)
+    for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+      np.testing.assert_allclose(g, w, atol=1e-5 * float(jnp.max(jnp.abs(w))),
+                                 rtol=1e-4)
+
+  @parameterized.named_parameters(
+      ('conv', 'conv', (14, 14, 8), 8, 5, 2, 2),
+      ('convT_s2', 'conv_transpose', (12, 12, 8), 8, 5, 2, 'SAME'),
+      ('convT_s1', 'conv_transpose', (24, 24, 8), 1, 5, 1, 'VALID'),
+  )
+  def test_bfloat16_compute(self, kind, shape, features, kernel, strides,
+                            padding):
+    ref, _ = _layers(kind, features, kernel, strides, padding)
+    _, make = _layers(kind, features, kernel, strides, padding,
+                      dtype=jnp.bfloat16)
+    x = _inputs(shape)
+    params = ref.init(jax.random.key(1), x)
+    y_ref = ref.apply(params, x)
+    for impl in ('xla', 'fast'):
+      with self.subTest(impl=impl):
+        module = make(impl)
+        # Parameters stay in param_dtype; only the computation is bf16.
+        chex.assert_trees_all_equal_dtypes(
+            module.init(jax.random.key(1), x), params)
+        y, dx = jax.jit(lambda p, x: (
+            module.apply(p, x),
+            jax.grad(lambda x: jnp.sum(module.apply(p, x).astype(
+                jnp.float32)))(x)))(params, x)
+        self.assertEqual(y.dtype, jnp.bfloat16)
+        self.assertEqual(dx.dtype, jnp.float32)
+        scale = float(jnp.max(jnp.abs(y_ref)))
+        np.testing.assert_allclose(
+            y.astype(jnp.float32), y_ref, atol=2e-2 * scale)
+
+  @parameterized.named_parameters(('conv', 'conv'),
+                                  ('conv_transpose', 'conv_transpose'))
+  def test_batch_axes_like_flax(self, kind):
+    # Flax folds several leading batch axes into one and accepts a single
+    # unbatched image; so must these layers.
+    ref, make = _layers(kind, 4, 3, 2, 'SAME')
+    module = make('fast')
+    x = jax.random.normal(jax.random.key(0), (2, 3, 6, 6, 4))
+    params = ref.init(jax.random.key(1), x)
+    for inputs in (x, x[0, 0]):
+      np.testing.assert_allclose(module.apply(params, inputs),
+                                 ref.apply(params, inputs),
+                                 atol=1e-5, rtol=1e-5)
+
+
+class ResolveImplTest(absltest.TestCase):
+
+  def test_auto_follows_backend(self):
+    self.assertEqual(jax.default_backend(), 'cpu')
+    self.assertEqual(layers.resolve_impl('auto'), 'fast')
+    for backend in ('gpu', 'tpu'):
+      with mock.patch.object(jax, 'default_backend', return_value=backend):
+        self.assertEqual(layers.resolve_impl('auto'), 'xla')
+
+  def test_explicit_impls_pass_through(self):
+    self.assertEqual(layers.resolve_impl('xla'), 'xla')
+    self.assertEqual(layers.resolve_impl('fast'), 'fast')
+
+  def test_unknown_impl_raises(self):
+    with self.assertRaisesRegex(ValueError, 'Unknown convolution impl'):
+      layers.resolve_impl('cudnn')
+    x = jnp.zeros((1, 8, 8, 2))
+    for module in (layers.Conv(4, 3, impl='im2col'),
+                   layers.ConvTranspose(4, 3, impl='')):
+      with self.assertRaises(ValueError):
+        module.init(jax.random.key(0), x)
+
+  def test_bad_padding_raises(self):
+    x = jnp.zeros((1, 8, 8, 2))
+    for module in (layers.Conv(4, 3, padding='CIRCULAR'),
+                   layers.ConvTranspose(4, 3, padding='CAUSAL')):
+      with self.assertRaises(ValueError):
+        module.init(jax.random.key(0), x)
+
+
+if __name__ == '__main__':
+  absltest.main()

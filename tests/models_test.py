@@ -1,0 +1,81 @@
+"""Network shapes and parameter counts against the original code."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import helpers
+from sgan_jax import architectures
+from sgan_jax import state as state_lib
+
+
+def _abstract_state(config, shape):
+  models = architectures.build_models(config, 10, shape)
+  st = jax.eval_shape(lambda k: state_lib.create_state(
+      models, config, k, jnp.zeros(shape)), jax.random.key(0))
+  return models, st
+
+
+def _count(tree) -> int:
+  return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(tree))
+
+
+def test_cifar_networks_match_the_original_parameter_counts():
+  # Trainable parameters of the original Theano CIFAR-10 code
+  # (shared/reference/sgan_original_code.md section 12).
+  _, st = _abstract_state(helpers.load_config('cifar10', None), (32, 32, 3))
+  assert _count(st.encoder.params) == 1_031_818
+  assert _count(st.stacks[1].g.params) == 808_192
+  assert _count(st.stacks[0].g.params) == 5_367_171
+  assert _count(st.stacks[1].d.params) == 425_532
+  assert _count(st.stacks[0].d.params) == 1_066_010
+
+
+@pytest.mark.parametrize('name,shape', [('mnist', (28, 28, 1)),
+                                        ('cifar10', (32, 32, 3))])
+def test_level_shapes_chain_top_down(name, shape):
+  config = helpers.load_config(name)
+  models, st = _abstract_state(config, shape)
+  labels = jnp.zeros((3, 10))
+  h = labels
+  for sm in reversed(models.stacks):
+    z = jnp.zeros((3, sm.z_dim))
+    s = st.stacks[sm.index]
+    h = jax.eval_shape(
+        lambda p, b, c, z, sm=sm: sm.generator.apply(
+            {'params': p, 'batch_stats': b}, c, z, train=False),
+        s.g.params, s.g.batch_stats, h, z)
+    logits, z_pred = jax.eval_shape(
+        lambda p, b, x, sm=sm: sm.discriminator.apply(
+            {'params': p, 'batch_stats': b}, x, train=False),
+        s.d.params, s.d.batch_stats, h)
+    assert z_pred.shape == (3, sm.z_dim)
+    assert logits.shape == (3, 10 if config.model.d_class_logits else 1)
+  assert h.shape == (3, *shape)
+
+
+def test_three_stacks_from_the_config_alone():
+  config = helpers.load_config('mnist')
+  config.model.levels = ('pool2', 'fc3')
+  config.stacks = list(config.stacks) + [config.stacks[1]]
+  config.schedule.stack_steps = (1, 1, 1)
+  models, st = _abstract_state(config, (28, 28, 1))
+  assert [sm.cond_level for sm in models.stacks] == ['pool2', 'fc3', 'logits']
+  assert len(st.stacks) == 3
+  assert models.stacks[1].generator.out_dim == models.level_dims['pool2']
+
+
+def test_bad_model_configs_are_clear():
+  config = helpers.load_config('mnist')
+  config.stacks[0].z_dim = 0
+  with pytest.raises(ValueError, match='z_dim must be positive'):
+    architectures.build_models(config, 10, (28, 28, 1))
+  config = helpers.load_config('mnist')
+  config.model.levels = ('fc3', 'pool2')
+  with pytest.raises(ValueError, match='levels'):
+    architectures.build_models(config, 10, (28, 28, 1))
+  config = helpers.load_config('mnist')
+  config.model.arch = 'resnet'
+  with pytest.raises(ValueError, match='arch'):
+    architectures.build_models(config, 10, (28, 28, 1))
