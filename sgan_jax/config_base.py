@@ -86,6 +86,9 @@ def base_config(dataset: str, arch: str) -> ml_collections.ConfigDict:
   c.log.sample_every = 2000
   c.log.ckpt_every = 2000
   c.log.keep = 3
+  # Sample-quality metrics (sgan_jax/evaluation.py) every N steps; 0 = off.
+  c.log.eval_every = 10000
+  c.log.eval_num = 10000             # samples per evaluation
   return c
 
 
@@ -100,6 +103,7 @@ def tiny(c: ml_collections.ConfigDict) -> None:
   c.log.log_every = 1
   c.log.sample_every = 4
   c.log.ckpt_every = 3
+  c.log.eval_every = 0
 
 
 def finalize(c: ml_collections.ConfigDict, arg: str | None,

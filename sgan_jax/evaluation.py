@@ -48,11 +48,10 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from sgan_jax import architectures
-from sgan_jax import checkpointing
 from sgan_jax import input_pipeline
 from sgan_jax import models as models_lib
 from sgan_jax import rng
+from sgan_jax import runs
 from sgan_jax import sampling
 from sgan_jax import sharding
 from sgan_jax import state as state_lib
@@ -261,6 +260,11 @@ class Evaluator:
                sample_fn: Callable[..., jax.Array] | None = None,
                inception_fn: FeatureFn | None = None, splits: int = 10):
     """See `make_evaluator`."""
+    if jax.process_count() > 1:
+      # Samples and test images are gathered on one host (device_put of host
+      # arrays); a multi-process version needs per-process slices.
+      raise NotImplementedError('the evaluator runs in a single process; '
+                                f'this run has {jax.process_count()}')
     if batch_size <= 0:
       raise ValueError(f'evaluation batch size must be positive, got '
                        f'{batch_size}')
@@ -354,11 +358,11 @@ class Evaluator:
         'real_diversity_pixel': class_diversity(images, labels) / 255.0,
     }
     if self._inception_fn is not None:
-      pool, probs = self._inception(images)
+      pool, inception_probs = self._inception(images)
       floor_pool, _ = self._inception(self._train_images)
       self._real_stats['pool'] = gaussian_stats(pool)
       real['real_inception_is'], real['real_inception_is_std'] = (
-          inception_score(probs, min(self.splits, len(labels))))
+          inception_score(inception_probs, min(self.splits, len(labels))))
       real['real_inception_fid'] = frechet_distance(
           *gaussian_stats(floor_pool), *self._real_stats['pool'])
     self._real, self._real_fingerprint = real, fingerprint
@@ -381,9 +385,9 @@ class Evaluator:
     out['diversity_ratio_pixel'] = _ratio(out['diversity_pixel'],
                                           self._real['real_diversity_pixel'])
     if self._inception_fn is not None:
-      pool, probs = self._inception(images)
+      pool, inception_probs = self._inception(images)
       out['inception_is'], out['inception_is_std'] = inception_score(
-          probs, self.splits)
+          inception_probs, self.splits)
       out['inception_fid'] = frechet_distance(*gaussian_stats(pool),
                                               *self._real_stats['pool'])
     return out
@@ -443,6 +447,7 @@ def make_evaluator(models: models_lib.Models,
   Raises:
     ValueError: `num` is not a positive multiple of the classes.
     input_pipeline.DataError: the data cannot be loaded.
+    NotImplementedError: more than one JAX process.
   """
   return Evaluator(models, config, mesh, num=num, batch_size=batch_size,
                    test_arrays=test_arrays, train_arrays=train_arrays,
@@ -498,36 +503,6 @@ def load_inception(path: str) -> FeatureFn:
       'pass an inception_fn to evaluation.make_evaluator instead')
 
 
-def restore_latest(workdir: str) -> tuple[models_lib.Models,
-                                          state_lib.SGANState,
-                                          jax.sharding.Mesh,
-                                          ml_collections.ConfigDict]:
-  """(models, state, mesh, config) of a run's latest checkpoint.
-
-  The same as `sample.restore_for_sampling`, which cannot be imported here:
-  `sample.py` defines absl flags (--workdir, --num, ...) at import, which
-  would collide with the evaluate CLI's.
-  """
-  # train imports this module (for its evaluator); import it lazily.
-  from sgan_jax import train  # pylint: disable=g-import-not-at-top
-  config = train.load_config(workdir)
-  num_classes, image_shape = input_pipeline.dataset_info(config.data.name)
-  models = architectures.build_models(config, num_classes, image_shape)
-  mesh = sharding.make_mesh()
-  repl = sharding.replicated(mesh)
-  ckpt = checkpointing.Checkpointer(workdir, keep=config.log.keep)
-  if ckpt.latest_step() is None:
-    ckpt.close()
-    raise FileNotFoundError(f'no checkpoint in {ckpt.directory}')
-  abstract = jax.eval_shape(
-      lambda k: state_lib.create_state(
-          models, config, k, np.zeros(image_shape, np.float32)),
-      jax.random.key(0))
-  st, _ = ckpt.restore(checkpointing.abstract_like(abstract, repl))
-  ckpt.close()
-  return models, st, mesh, config
-
-
 def evaluate_workdir(workdir: str, num: int = 10000, *,
                      inception_weights: str | None = None,
                      seed: int | None = None, batch_size: int = 1000,
@@ -554,16 +529,15 @@ def evaluate_workdir(workdir: str, num: int = 10000, *,
     ValueError: bad `num` / `batch_size`, or unreadable data or weights.
     NotImplementedError: `inception_weights` given (see `load_inception`).
   """
-  from sgan_jax import train  # pylint: disable=g-import-not-at-top
   # Cheap checks first: a typo should fail before a checkpoint is restored.
-  config = train.load_config(workdir)
+  config = runs.load_config(workdir)
   num_classes, _ = input_pipeline.dataset_info(config.data.name)
   sampling.balanced_labels(num, num_classes)
   if batch_size <= 0:
     raise ValueError(f'--batch_size must be positive, got {batch_size}')
   inception_fn = (load_inception(inception_weights)
                   if inception_weights else None)
-  models, st, mesh, config = restore_latest(workdir)
+  models, st, mesh, config = runs.restore_latest(workdir)
   evaluator = make_evaluator(models, config, mesh, num=num,
                              batch_size=batch_size, inception_fn=inception_fn)
   key = rng.eval_key(jax.random.key(config.seed if seed is None else seed))

@@ -18,14 +18,10 @@ from absl import logging
 import jax
 import numpy as np
 
-from sgan_jax import architectures
-from sgan_jax import checkpointing
-from sgan_jax import input_pipeline
 from sgan_jax import rng
+from sgan_jax import runs
 from sgan_jax import sampling
 from sgan_jax import sharding
-from sgan_jax import state as state_lib
-from sgan_jax import train
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Workdir of a training run.')
 _NUM = flags.DEFINE_integer('num', 1000, 'Number of samples (a multiple of '
@@ -39,30 +35,11 @@ _BATCH = flags.DEFINE_integer('batch_size', 1000, 'Samples per device call.')
 flags.mark_flags_as_required(['workdir', 'out'])
 
 
-def restore_for_sampling(workdir: str):
-  """(models, state, mesh, config) of a run's latest checkpoint."""
-  config = train.load_config(workdir)
-  num_classes, image_shape = input_pipeline.dataset_info(config.data.name)
-  models = architectures.build_models(config, num_classes, image_shape)
-  mesh = sharding.make_mesh()
-  repl = sharding.replicated(mesh)
-  ckpt = checkpointing.Checkpointer(workdir, keep=config.log.keep)
-  if ckpt.latest_step() is None:
-    raise FileNotFoundError(f'no checkpoint in {ckpt.directory}')
-  abstract = jax.eval_shape(
-      lambda k: state_lib.create_state(
-          models, config, k, np.zeros(image_shape, np.float32)),
-      jax.random.key(0))
-  st, _ = ckpt.restore(checkpointing.abstract_like(abstract, repl))
-  ckpt.close()
-  return models, st, mesh, config
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   try:
-    models, st, mesh, config = restore_for_sampling(_WORKDIR.value)
+    models, st, mesh, config = runs.restore_latest(_WORKDIR.value)
     labels = sampling.balanced_labels(_NUM.value, models.num_classes)
     if _BATCH.value <= 0:
       raise ValueError(f'--batch_size must be positive, got {_BATCH.value}')

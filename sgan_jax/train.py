@@ -22,6 +22,7 @@ import numpy as np
 
 from sgan_jax import architectures
 from sgan_jax import checkpointing
+from sgan_jax import evaluation
 from sgan_jax import input_pipeline
 from sgan_jax import jitted
 from sgan_jax import rng
@@ -83,19 +84,6 @@ def _flat_diff(a: Any, b: Any, prefix: str = '') -> list[str]:
   return [] if a == b else [prefix.rstrip('.')]
 
 
-def load_config(workdir: str) -> ml_collections.ConfigDict:
-  """The resolved config a run saved in its workdir."""
-  path = os.path.join(workdir, 'config.json')
-  if not os.path.exists(path):
-    raise FileNotFoundError(f'{path} not found: is {workdir} the --workdir '
-                            'of a training run?')
-  with open(path) as f:
-    raw = json.load(f)
-  # JSON turns the list of per-stack ConfigDicts into plain dicts.
-  raw['stacks'] = [ml_collections.ConfigDict(s) for s in raw['stacks']]
-  return ml_collections.ConfigDict(raw)
-
-
 def setup(config: ml_collections.ConfigDict, workdir: str):
   """Everything a run needs before its first step.
 
@@ -152,7 +140,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     The final state (or the state at the stop).
   """
   phases = schedule_lib.build(config)
-  total = schedule_lib.total_steps(phases)
   models, mesh, compiled, ckpt, st, arrays = setup(config, workdir)
   try:
     with _StopRequest() as stop:
@@ -183,6 +170,11 @@ def _run(config, workdir, phases, models, mesh, compiled, ckpt, st, arrays,
   progress = _Progress(total, start)
   grids = _GridWriter(models, compiled['sample'], mesh, root, workdir, writer)
   lc = config.log
+  evaluator = None
+  if lc.eval_every > 0 and jax.process_count() == 1:
+    evaluator = evaluation.make_evaluator(
+        models, config, mesh, num=lc.eval_num, train_arrays=arrays,
+        sample_fn=compiled['sample'])
   end = total if stop_after is None else min(total, max(stop_after, start))
   batches = input_pipeline.iterate_batches(sampler, start, end - start)
   for step, local_batch in batches:
@@ -203,6 +195,9 @@ def _run(config, workdir, phases, models, mesh, compiled, ckpt, st, arrays,
     if phase.name != 'encoder' and (done % lc.sample_every == 0
                                     or last_of_phase):
       grids.write(done, st)
+    if evaluator is not None and phase.name != 'encoder' and (
+        done % lc.eval_every == 0 or done == total):
+      _log_evaluation(writer, done, evaluator(st, rng.eval_key(root)))
     stopping = stop.requested or done == end
     if done % lc.ckpt_every == 0 or last_of_phase or stopping:
       ckpt.save(done, st, {'step': done, 'phase': phase.name,
@@ -326,6 +321,17 @@ def _log_metrics(writer, step: int, phase, metrics: dict[str, Any],
                    if k.endswith(('d_loss', 'g_loss', 'g_cond', 'sample_acc',
                                   'ent_rel', 'loss', 'train_acc')))
   logging.info('%s | %s', line, short)
+
+
+def _log_evaluation(writer, step: int, scores: dict[str, float]) -> None:
+  # Not through _log_metrics: a ratio over a zero reference may be NaN
+  # without anything having diverged.
+  writer.write_scalars(step, {evaluation.TAG_PREFIX + k: v
+                              for k, v in scores.items()})
+  logging.info('eval at step %d: cond_acc=%.3f (real %.3f) e_fid=%.3g '
+               '(floor %.3g) diversity_ratio=%.3g', step, scores['cond_acc'],
+               scores['real_cond_acc'], scores['e_fid'], scores['real_e_fid'],
+               scores['diversity_ratio'])
 
 
 class _GridWriter:

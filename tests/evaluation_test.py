@@ -202,8 +202,8 @@ def test_evaluator_caches_real_statistics_and_is_deterministic(run):
       first['diversity_fc3'] / first['real_diversity_fc3'])
 
 
-def test_evaluator_rejects_unbalanced_num(run):
-  _, config, _ = run
+def test_evaluator_rejects_unbalanced_num():
+  config = helpers.load_config('mnist')
   models = architectures.build_models(config, 10, (28, 28, 1))
   for num in (0, 15):
     with pytest.raises(ValueError, match='multiple of'):

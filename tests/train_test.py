@@ -55,14 +55,22 @@ def test_workdir_of_another_config_is_refused(tmp_path):
     train.train_and_evaluate(other, str(tmp_path))
 
 
-def test_more_steps_on_resume_are_allowed(tmp_path):
+def test_more_steps_on_resume_are_allowed_and_evaluation_runs(tmp_path,
+                                                              caplog):
   config = _tiny()
   config.schedule.joint_steps = 0
   with tfds.testing.mock_data(num_examples=64):
     train.train_and_evaluate(config, str(tmp_path), stop_after=3)
     config.schedule.joint_steps = 1
-    st = train.train_and_evaluate(config, str(tmp_path))
+    config.log.eval_every = 2
+    config.log.eval_num = 20
+    with caplog.at_level('INFO'):
+      st = train.train_and_evaluate(config, str(tmp_path))
   assert int(st.step) == 3 + 2 + 2 + 1
+  evals = [r.getMessage() for r in caplog.records
+           if r.getMessage().startswith('eval at step')]
+  assert [m.split(':')[0] for m in evals] == [
+      'eval at step 4', 'eval at step 6', 'eval at step 8']
 
 
 def _cli(*args, timeout=600):
