@@ -4,12 +4,12 @@ The record ('meta') says which phase the step belongs to, for people and
 tools reading the directory; training itself derives the phase from the step.
 """
 
-import os
 import time
 from typing import Any
 
 from absl import logging
 
+from etils import epath
 import jax
 import orbax.checkpoint as ocp
 
@@ -20,7 +20,10 @@ class Checkpointer:
   """Saves and restores `SGANState`s under `<workdir>/checkpoints`."""
 
   def __init__(self, workdir: str, keep: int = 3):
-    self.directory = os.path.abspath(os.path.join(workdir, 'checkpoints'))
+    # epath: a local folder or a bucket (gs://...) alike.
+    self.directory = epath.Path(workdir) / 'checkpoints'
+    if '://' not in str(workdir):
+      self.directory = self.directory.absolute()
     self._manager = ocp.CheckpointManager(
         self.directory,
         options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
@@ -68,12 +71,11 @@ class Checkpointer:
       except Exception as e:  # pylint: disable=broad-except
         # Orbax/TensorStore raise many types for unreadable data.
         first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-        aside = os.path.join(self.directory,
-                             f'{step}.corrupt-{int(time.time())}')
+        aside = self.directory / f'{step}.corrupt-{int(time.time())}'
         logging.warning('checkpoint %d in %s is unreadable (%s: %s); moved '
                         'to %s, trying the previous one', step,
                         self.directory, type(e).__name__, first, aside)
-        os.rename(os.path.join(self.directory, str(step)), aside)
+        (self.directory / str(step)).rename(aside)
         self._manager.reload()
     return None
 

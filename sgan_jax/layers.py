@@ -413,25 +413,32 @@ def _conv_fast_fwd(x, w, strides, dilation, pads):
 def _conv_fast_bwd(strides, dilation, pads, residuals, dy):
   x, w = residuals
   k, _, c, o = w.shape
-  # Padding of the input-gradient problem, as lax's own transpose rule.
+  # Padding of the input-gradient problem, as in lax's own transpose rule.
   pads_dx = tuple(
       (k - 1 - lo, (n - 1) * dilation + k - (m - 1) * strides - 1 - (k - 1 - lo))
       for (lo, _), n, m in zip(pads, x.shape[1:3], dy.shape[1:3])
   )
   w_flipped = jnp.transpose(w[::-1, ::-1], (0, 1, 3, 2))
-  dx = conv_fast(dy, w_flipped, dilation, strides, pads_dx)
   if dilation == 1 and (
       strides > 1 or not _scatters(x.shape, w.shape, pads)
   ):
-    # dw[t] = sum_o window_t(x)[o]^T dy[o]: the forward's im2col windows.
+    # The forward gathered windows of x: dw[t] = sum_o window_t(x)[o]^T dy[o]
+    # is one matmul against them, while the input gradient (a transposed
+    # convolution of dy, sub-pixel or scattered) gets its own formulation.
+    dx = conv_fast(dy, w_flipped, dilation, strides, pads_dx)
     cols = _im2col(x, k, k, strides, pads)
     dw = lax.dot_general(cols, dy, (((0, 1, 2), (0, 1, 2)), ((), ())))
     dw = dw.reshape(k, k, c, o)
   else:
-    # dw[t] = sum_i x[i]^T dy[dilation * i + lo - t]: the windows of dy that
-    # the input gradient reads as well (XLA merges the two im2cols), with
-    # the taps in flipped order.
+    # The windows of dy at stride `dilation` serve both gradients:
+    # dx[i] = sum_t' w_flipped[t'] . window_t'(dy)[i] and
+    # dw[t] = sum_i x[i]^T dy[dilation * i + lo - t], i.e. the same windows
+    # with the taps in flipped order. Built once here, as XLA does not merge
+    # two identical im2cols.
     cols = _im2col(dy, k, k, dilation, pads_dx)
+    dx = lax.dot_general(
+        cols, w_flipped.reshape(k * k * o, c), (((3,), (0,)), ((), ()))
+    )
     dw = lax.dot_general(x, cols, (((0, 1, 2), (0, 1, 2)), ((), ())))
     dw = jnp.transpose(dw.reshape(c, k, k, o)[:, ::-1, ::-1], (1, 2, 0, 3))
   return dx.astype(x.dtype), dw.astype(w.dtype)

@@ -5,8 +5,8 @@ run after the fact), so none of them imports another CLI's flags.
 """
 
 import json
-import os
 
+from etils import epath
 import jax
 import ml_collections
 import numpy as np
@@ -21,12 +21,11 @@ from sgan_jax import state as state_lib
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:
   """The resolved config a run saved in its workdir."""
-  path = os.path.join(workdir, 'config.json')
-  if not os.path.exists(path):
+  path = epath.Path(workdir) / 'config.json'
+  if not path.exists():
     raise FileNotFoundError(f'{path} not found: is {workdir} the --workdir '
                             'of a training run?')
-  with open(path) as f:
-    raw = json.load(f)
+  raw = json.loads(path.read_text())
   # JSON turns the list of per-stack ConfigDicts into plain dicts.
   raw['stacks'] = [ml_collections.ConfigDict(s) for s in raw['stacks']]
   return ml_collections.ConfigDict(raw)

@@ -5,8 +5,8 @@ Sampling uses the EMA generator params (equal to the live params when
 only on its label, its index and the key, never on what else is in the batch.
 """
 
-import os
 
+from etils import epath
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -95,5 +95,8 @@ def image_grid(images: np.ndarray, rows: int, pad: int = 1) -> np.ndarray:
 
 
 def save_png(path: str, grid: np.ndarray) -> None:
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid).save(path)
+  path = epath.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  with path.open('wb') as f:
+    Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid).save(
+        f, format='PNG')

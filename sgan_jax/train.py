@@ -9,7 +9,6 @@ one dispatch; metrics reach the host only at log steps.
 
 import functools
 import json
-import os
 import signal
 import threading
 import time
@@ -17,6 +16,7 @@ from typing import Any
 
 from absl import logging
 import jax
+from etils import epath
 import ml_collections
 import numpy as np
 
@@ -58,11 +58,10 @@ def pixel_offset(image_range: str, train_images: np.ndarray) -> np.ndarray:
 def check_workdir_config(config: ml_collections.ConfigDict,
                          workdir: str) -> None:
   """Writes workdir/config.json, or checks it against a resumed run's."""
-  path = os.path.join(workdir, 'config.json')
+  path = epath.Path(workdir) / 'config.json'
   new = json.loads(config.to_json_best_effort())
-  if os.path.exists(path):
-    with open(path) as f:
-      old = json.load(f)
+  if path.exists():
+    old = json.loads(path.read_text())
     diffs = [k for k in _flat_diff(old, new)
              if not any(k == p or k.startswith(p) for p in _RESUMABLE_CHANGES)]
     if diffs:
@@ -70,9 +69,8 @@ def check_workdir_config(config: ml_collections.ConfigDict,
           f'{workdir} holds a run with a different config ({", ".join(diffs)}'
           f' differ); use a new --workdir or the same config')
   if jax.process_index() == 0:
-    os.makedirs(workdir, exist_ok=True)
-    with open(path, 'w') as f:
-      json.dump(new, f, indent=2, sort_keys=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(new, indent=2, sort_keys=True))
 
 
 def _flat_diff(a: Any, b: Any, prefix: str = '') -> list[str]:
@@ -341,10 +339,17 @@ class _GridWriter:
                per_class: int = 10):
     self._labels = sampling.grid_labels(models.num_classes, per_class)
     self._rows = models.num_classes
+    if jax.process_count() > 1:
+      # `sampling.generate` reads the images back with np.asarray, which
+      # cannot fetch a batch sharded over other processes' devices; a
+      # replicated output (an all-gather inside the compiled call) gives
+      # every process the whole grid. Every process must call `write`.
+      sample_fn = jax.jit(sample_fn,
+                          out_shardings=sharding.replicated(mesh))
     self._sample_fn = sample_fn
     self._key = rng.eval_key(root)
     self._sharding = sharding.batch_sharding(mesh)
-    self._dir = os.path.join(workdir, 'samples')
+    self._dir = epath.Path(workdir) / 'samples'
     self._writer = writer
     self._batch = _round_up(len(self._labels), mesh.devices.size)
 
@@ -353,7 +358,7 @@ class _GridWriter:
                                batch_size=self._batch,
                                sharding=self._sharding)
     grid = sampling.image_grid(images, self._rows)
-    path = os.path.join(self._dir, f'step_{step:08d}.png')
+    path = self._dir / f'step_{step:08d}.png'
     if jax.process_index() == 0:
       sampling.save_png(path, grid)
       self._writer.write_images(step, {'samples': grid[None]})
