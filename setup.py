@@ -34,5 +34,7 @@ setuptools.setup(
     ],
     extras_require={
         'test': ['pytest>=8', 'pytest-xdist>=3'],
+        # benchmarks/compare_torch.py only; the CPU build on this machine.
+        'bench': ['torch==2.13.0'],
     },
 )
