@@ -9,6 +9,7 @@ one dispatch; metrics reach the host only at log steps.
 
 import functools
 import json
+import os
 import signal
 import threading
 import time
@@ -70,7 +71,11 @@ def check_workdir_config(config: ml_collections.ConfigDict,
           f' differ); use a new --workdir or the same config')
   if jax.process_index() == 0:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(new, indent=2, sort_keys=True))
+    # Written aside and renamed: the other processes of a multi-process run
+    # read this file at the same time and must never see it half-written.
+    tmp = path.parent / f'config.json.tmp-{os.getpid()}'
+    tmp.write_text(json.dumps(new, indent=2, sort_keys=True))
+    tmp.replace(path)
 
 
 def _flat_diff(a: Any, b: Any, prefix: str = '') -> list[str]:
