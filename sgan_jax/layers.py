@@ -1,34 +1,40 @@
 """2-D convolution layers that run at matmul speed on XLA:CPU.
 
-XLA:CPU lowers transposed convolutions (forward and backward) and the kernel
-gradients of convolutions with large padding to slow generic loops: a Flax
-MNIST GAN step runs several times slower than eager PyTorch on CPU. The
-modules here are drop-in replacements for ``flax.linen.Conv`` and
-``flax.linen.ConvTranspose`` (same parameter names, shapes, layout and
-initialisation, so checkpoints do not depend on the implementation) that can
-compute the same function as dense matrix multiplications instead:
+XLA:CPU runs transposed convolutions, the input gradients of strided ones and
+the kernel gradients of transposed and 'SAME' ones up to 30x slower than the
+same arithmetic as matrix products, which makes a Flax MNIST GAN step several
+times slower than eager PyTorch on CPU.
+``Conv`` and ``ConvTranspose`` here are drop-in replacements for the Flax
+layers (same parameter names, shapes, layout and initialisation, so
+checkpoints do not depend on the implementation) whose ``impl='fast'`` splits
+each layer's forward and backward pass into convolutions, and runs each one
+the way XLA:CPU does it fast, as measured on the SGAN shapes
+(``benchmarks/conv_benchmark.py``):
 
-* ``Conv``: im2col. The k*k shifted, strided windows of the padded input are
-  concatenated on the channel axis and contracted with the kernel in one
-  ``dot_general``.
-* ``ConvTranspose``: sub-pixel decomposition. A stride-s transposed
-  convolution is s*s ordinary stride-1 correlations of the *undilated* input
-  (one per output phase), so the kernel is rearranged into a single
-  (D, D, in, s*s*out) kernel, applied as one stride-1 correlation, and the
-  s*s phases are interleaved by a depth-to-space reshape. This never touches
-  the zeros that a dilated input would contain.
+* XLA:CPU hands most convolutions to YNNPACK, and those run through
+  ``lax``: a ``Conv``'s forward pass, a ``ConvTranspose``'s input gradient
+  (a plain strided convolution), a stride-1 ``ConvTranspose`` into 8 or more
+  channels.
+* Convolutions with input dilation (a stride-s ``ConvTranspose``'s forward
+  pass, a strided ``Conv``'s input gradient) are up to 30x slower there and
+  run as one matrix product instead: they are s*s stride-1 correlations of
+  the *undilated* input, one per output phase (sub-pixel convolution), so
+  the kernel is rearranged into one (D, D, in, s*s*out) kernel,
+  D = ceil(k/s) give or take one, and the phases are interleaved by a
+  depth-to-space reshape; the zeros of the dilated input are never
+  multiplied. Stride-1 convolutions that enlarge the image into fewer than 8
+  channels (a generator's last layer) are matmuls too.
+* A stride-1 correlation as matmuls either *gathers* input windows (im2col:
+  the D*D shifted slices concatenated on channels, then one dot;
+  out_pixels * D*D * in intermediate values) or *scatters* per-pixel
+  products (col2im: one dot to D*D*out values per input pixel, then shifted
+  adds; in_pixels * D*D * out values), whichever moves less memory.
+* Kernel gradients are one matmul of im2col windows (of the input or of the
+  output cotangent, whichever are fewer) against the other operand, except
+  for strided convolutions, whose ``lax`` gradient is fast.
 
-Each stride-1 correlation is computed either by *gathering* input windows
-(im2col, an intermediate of out_pixels * D*D * in values) or by *scattering*
-per-input-pixel products (col2im: one matmul to D*D*out values per input
-pixel, then D*D shifted adds, an intermediate of in_pixels * D*D * out
-values). Autodiff of either formulation is again made only of slices, pads
-and matmuls over the same intermediate, so the cheaper of the two is chosen
-statically from the shapes. The upsampling layers of a generator (many
-channels in, few out) are the case where scattering wins by a wide margin.
-
-On GPU/TPU the vendor convolutions are fast, so ``impl='auto'`` only selects
-the matmul formulation on the CPU backend.
+On GPU/TPU the vendor convolutions are fast, so ``impl='auto'`` only picks
+'fast' on the CPU backend.
 """
 
 from collections.abc import Callable, Sequence
@@ -52,9 +58,10 @@ def resolve_impl(impl: str) -> str:
   """Resolves a layer's ``impl`` field to the implementation that runs.
 
   Args:
-    impl: 'xla' (the stock ``lax`` convolution), 'fast' (the matmul
-      formulation of this module) or 'auto' ('fast' when JAX's default backend
-      is the CPU, where the stock convolutions are slow, 'xla' elsewhere).
+    impl: 'xla' (the stock ``lax`` convolution, as in the Flax layers),
+      'fast' (``conv_fast``: matrix products where XLA:CPU's convolutions are
+      slow) or 'auto' ('fast' when JAX's default backend is the CPU, 'xla'
+      elsewhere).
 
   Returns:
     'xla' or 'fast'.
@@ -83,11 +90,11 @@ def _conv_pads(
       raise ValueError(
           f"Conv padding must be 'SAME', 'VALID' or an int, got {padding!r}."
       )
-    pads = lax.padtype_to_pads(
+    (hl, hh), (wl, wh) = lax.padtype_to_pads(
         tuple(in_size), (kernel_size,) * 2, (strides,) * 2, padding
     )
-    return tuple(tuple(p) for p in pads)  # pytype: disable=bad-return-type
-  if isinstance(padding, int):
+    return ((hl, hh), (wl, wh))
+  if isinstance(padding, int) and not isinstance(padding, bool):
     return ((padding, padding),) * 2
   raise ValueError(
       f"Conv padding must be 'SAME', 'VALID' or an int, got {padding!r}."
@@ -361,7 +368,7 @@ def _correlate_dilated(x: Array, w: Array, dilation: int, pads: Pads):
   return y[:, :out_h, :out_w]
 
 
-def _conv_forward(
+def _conv_matmul(
     x: Array, w: Array, strides: int, dilation: int, pads: Pads
 ) -> Array:
   """The matmul formulation that suits the shapes; see ``conv_fast``."""
@@ -374,24 +381,94 @@ def _conv_forward(
   return _correlate_gather(x, w, strides, pads)
 
 
+def _conv_lax(
+    x: Array, w: Array, strides: int, dilation: int, pads: Pads
+) -> Array:
+  return lax.conv_general_dilated(
+      x,
+      w,
+      (strides,) * 2,
+      pads,
+      lhs_dilation=(dilation,) * 2,
+      dimension_numbers=_DIMENSION_NUMBERS,
+  )
+
+
+def _upsamples(
+    x_shape: Sequence[int], k: int, strides: int, dilation: int, pads: Pads
+) -> bool:
+  """Whether the convolution has more output than input pixels."""
+  out_pixels = 1
+  for n, pad in zip(x_shape[1:3], pads):
+    out_pixels *= _out_size((n - 1) * dilation + 1, k, strides, pad)
+  return out_pixels > x_shape[1] * x_shape[2]
+
+
+# Below this many output channels, XLA:CPU's stride-1 'full' convolutions
+# (more output than input pixels) run several times slower than the matmuls.
+_FEW_CHANNELS = 8
+
+
+def _prefers_matmul(
+    x_shape: Sequence[int],
+    w_shape: Sequence[int],
+    strides: int,
+    dilation: int,
+    pads: Pads,
+) -> bool:
+  """Whether a convolution runs faster as matmuls than through XLA:CPU.
+
+  XLA:CPU hands most convolutions to YNNPACK, which on the SGAN shapes is as
+  fast as or faster than any matmul formulation here, except for those with
+  input dilation (transposed convolutions of stride > 1, and the input
+  gradients of strided convolutions; up to 30x slower) and those that
+  enlarge the image into only a few channels (e.g. a generator's last layer;
+  3-5x slower).
+
+  Args:
+    x_shape: (N, H, W, C) input shape.
+    w_shape: (k, k, C, O) kernel shape.
+    strides: window stride.
+    dilation: input dilation.
+    pads: (low, high) padding of the dilated input's H and W.
+
+  Returns:
+    True to use ``_conv_matmul``.
+  """
+  if dilation > 1:
+    return True
+  return w_shape[-1] < _FEW_CHANNELS and _upsamples(
+      x_shape, w_shape[0], strides, dilation, pads
+  )
+
+
+def _conv(x: Array, w: Array, strides: int, dilation: int, pads: Pads):
+  if _prefers_matmul(x.shape, w.shape, strides, dilation, pads):
+    return _conv_matmul(x, w, strides, dilation, pads)
+  return _conv_lax(x, w, strides, dilation, pads)
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
 def conv_fast(
     x: Array, w: Array, strides: int, dilation: int, pads: Pads
 ) -> Array:
-  """``lax.conv_general_dilated`` (NHWC, HWIO) as matrix multiplications.
+  """``lax.conv_general_dilated`` (NHWC, HWIO), fast on XLA:CPU.
 
   Computes y[o] = sum_t w[t] . xdp[o * strides + t], where xdp is the input
-  dilated by ``dilation`` (zeros inserted between pixels; a transposed
+  dilated by ``dilation`` (zeros inserted between pixels: a transposed
   convolution's stride) and zero-padded by ``pads``. At most one of
   ``strides`` and ``dilation`` may exceed 1.
 
-  The gradient is hand-written rather than derived: the input gradient is the
-  transposed problem (dilation and stride swapped, kernel flipped) and is
-  itself computed by ``conv_fast``, so it too gets the cheapest formulation,
-  e.g. a strided im2col rather than a sub-pixel matmul plus col2im for a
-  transposed convolution; the kernel gradient is one matmul against the
-  im2col windows of whichever of input and output cotangent makes them
-  smaller.
+  Convolutions with input dilation, or that enlarge the image into few
+  channels, run as matmuls (sub-pixel, im2col or col2im, see
+  ``_conv_matmul``), the others through ``lax`` (``_prefers_matmul``). The
+  gradient is hand-written: the input gradient is the transposed problem
+  (stride and dilation swapped, kernel flipped), computed by ``conv_fast`` and
+  so routed by the same rule: a transposed convolution's input gradient is a
+  plain strided convolution, and the other way round. The kernel gradient is
+  one matmul against im2col windows, except for strided convolutions, where
+  XLA:CPU's own is faster; for transposed convolutions XLA:CPU's was 10-35x
+  slower, and 4x for a 'SAME' stride-1 one.
 
   Args:
     x: (N, H, W, C) input.
@@ -403,43 +480,44 @@ def conv_fast(
   Returns:
     (N, Ho, Wo, O) output.
   """
-  return _conv_forward(x, w, strides, dilation, pads)
+  return _conv(x, w, strides, dilation, pads)
 
 
 def _conv_fast_fwd(x, w, strides, dilation, pads):
-  return _conv_forward(x, w, strides, dilation, pads), (x, w)
+  return _conv(x, w, strides, dilation, pads), (x, w)
 
 
 def _conv_fast_bwd(strides, dilation, pads, residuals, dy):
   x, w = residuals
   k, _, c, o = w.shape
-  # Padding of the input-gradient problem, as in lax's own transpose rule.
+  # Padding of the input-gradient problem, as in lax's own transpose rule:
+  # the dilated cotangent, padded, must be as long as the dilated input plus
+  # k - 1.
   pads_dx = tuple(
-      (k - 1 - lo, (n - 1) * dilation + k - (m - 1) * strides - 1 - (k - 1 - lo))
+      (k - 1 - lo, (n - 1) * dilation + lo - (m - 1) * strides)
       for (lo, _), n, m in zip(pads, x.shape[1:3], dy.shape[1:3])
   )
+  # Kernel gradients sum over every pixel of the batch: accumulate in f32.
+  acc_dtype = jnp.promote_types(x.dtype, jnp.float32)
   w_flipped = jnp.transpose(w[::-1, ::-1], (0, 1, 3, 2))
-  if dilation == 1 and (
-      strides > 1 or not _scatters(x.shape, w.shape, pads)
-  ):
-    # The forward gathered windows of x: dw[t] = sum_o window_t(x)[o]^T dy[o]
-    # is one matmul against them, while the input gradient (a transposed
-    # convolution of dy, sub-pixel or scattered) gets its own formulation.
-    dx = conv_fast(dy, w_flipped, dilation, strides, pads_dx)
-    cols = _im2col(x, k, k, strides, pads)
-    dw = lax.dot_general(cols, dy, (((0, 1, 2), (0, 1, 2)), ((), ())))
+  dx = conv_fast(dy, w_flipped, dilation, strides, pads_dx)
+  if strides > 1:
+    # Here XLA:CPU's own kernel gradient beats an im2col of strided slices.
+    _, vjp = jax.vjp(lambda w: _conv_lax(x, w, strides, dilation, pads), w)
+    (dw,) = vjp(dy)
+  elif dilation == 1 and not _scatters(x.shape, w.shape, pads):
+    # dw[t] = sum_o window_t(x)[o]^T dy[o]: the windows of x, the smaller
+    # im2col when the layer does not enlarge the image.
+    cols = _im2col(x, k, k, 1, pads)
+    dw = lax.dot_general(cols, dy, (((0, 1, 2), (0, 1, 2)), ((), ())),
+                         preferred_element_type=acc_dtype)
     dw = dw.reshape(k, k, c, o)
   else:
-    # The windows of dy at stride `dilation` serve both gradients:
-    # dx[i] = sum_t' w_flipped[t'] . window_t'(dy)[i] and
-    # dw[t] = sum_i x[i]^T dy[dilation * i + lo - t], i.e. the same windows
-    # with the taps in flipped order. Built once here, as XLA does not merge
-    # two identical im2cols.
+    # dw[t] = sum_i x[i]^T dy[dilation * i + lo - t]: windows of dy at stride
+    # `dilation` (those of the input-gradient problem), taps in flipped order.
     cols = _im2col(dy, k, k, dilation, pads_dx)
-    dx = lax.dot_general(
-        cols, w_flipped.reshape(k * k * o, c), (((3,), (0,)), ((), ()))
-    )
-    dw = lax.dot_general(x, cols, (((0, 1, 2), (0, 1, 2)), ((), ())))
+    dw = lax.dot_general(x, cols, (((0, 1, 2), (0, 1, 2)), ((), ())),
+                         preferred_element_type=acc_dtype)
     dw = jnp.transpose(dw.reshape(c, k, k, o)[:, ::-1, ::-1], (1, 2, 0, 3))
   return dx.astype(x.dtype), dw.astype(w.dtype)
 

@@ -128,6 +128,37 @@ class LayersMatchFlaxTest(parameterized.TestCase):
           scale = float(jnp.max(jnp.abs(want)))
           np.testing.assert_allclose(got, want, atol=1e-5 * scale, rtol=1e-5)
 
+  def test_matmul_formulations_match_lax(self):
+    # conv_fast routes only the convolutions that enlarge the image through
+    # matmuls; check those formulations on every case, whichever way they go.
+    problems = []
+    for _, kind, shape, features, kernel, strides, padding in _all_cases():
+      w_shape = (kernel, kernel, shape[-1], features)
+      if kind == 'conv':
+        pads = layers._conv_pads(shape[:2], kernel, strides, padding)
+        problems.append((shape, w_shape, strides, 1, pads))
+      else:
+        pads = layers._conv_transpose_pads(kernel, strides, padding)
+        problems.append((shape, w_shape, 1, strides, pads))
+
+    @jax.jit
+    def run():
+      out = []
+      for i, (shape, w_shape, strides, dilation, pads) in enumerate(problems):
+        x = _inputs(shape, seed=i)
+        w = jax.random.normal(jax.random.key(i), w_shape)
+        out.append((
+            layers._conv_matmul(x, w, strides, dilation, pads),
+            jax.lax.conv_general_dilated(
+                x, w, (strides,) * 2, pads, lhs_dilation=(dilation,) * 2,
+                dimension_numbers=('NHWC', 'HWIO', 'NHWC')),
+        ))
+      return out
+
+    for (got, want), problem in zip(run(), problems):
+      np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-5,
+                                 err_msg=str(problem))
+
   @parameterized.named_parameters(
       ('conv_d0', 'conv', (14, 14, 8), 8, 5, 2, 2),
       ('conv_enc', 'conv', (12, 12, 8), 8, 5, 1, 'VALID'),
