@@ -167,9 +167,10 @@ def _g_loss(models, sm, st, d_module, d_vars, h_fake, cond_target, z, labels,
   ent = losses.entropy_loss(z_pred, z)
   loss = hp.adv_weight * adv + hp.cond_weight * cond + hp.ent_weight * ent
   # How often E labels the sample with its conditioning class: the simplest
-  # check that the stack (and everything below it) respects its input.
+  # check that the stack (and everything below it) respects its input. E
+  # continues from the conditional level, so its lower layers run once.
   logits = pred if sm.cond_level == 'logits' else encode(
-      models, st, h_fake, sm.level, 'logits')
+      models, st, pred, sm.cond_level, 'logits')
   terms = {'g_adv': adv, 'g_cond': cond, 'g_ent': ent, 'g_loss': loss,
            'sample_acc': losses.accuracy(logits, labels),
            # Q's error relative to Var(U[0,1)) = 1/12: 1 means Q predicts

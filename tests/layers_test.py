@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from sgan_jax import conv_cpu
 from sgan_jax import layers
 
 # (name, input HWC, features, kernel, strides, padding).
@@ -128,9 +129,8 @@ class LayersMatchFlaxTest(parameterized.TestCase):
           scale = float(jnp.max(jnp.abs(want)))
           np.testing.assert_allclose(got, want, atol=1e-5 * scale, rtol=1e-5)
 
-  def test_matmul_formulations_match_lax(self):
-    # conv_fast routes only the convolutions that enlarge the image through
-    # matmuls; check those formulations on every case, whichever way they go.
+  def _problems(self):
+    """(x shape, w shape, strides, dilation, pads) of every case."""
     problems = []
     for _, kind, shape, features, kernel, strides, padding in _all_cases():
       w_shape = (kernel, kernel, shape[-1], features)
@@ -140,24 +140,66 @@ class LayersMatchFlaxTest(parameterized.TestCase):
       else:
         pads = layers._conv_transpose_pads(kernel, strides, padding)
         problems.append((shape, w_shape, 1, strides, pads))
+    return problems
 
-    @jax.jit
+  @parameterized.named_parameters(('whole_batch', None), ('chunked', 1))
+  def test_every_formulation_matches_lax(self, chunk_elements):
+    # conv_cpu.conv picks one formulation per shape; check every one of them
+    # (phases, col2im, chunked or not) on every case, forward and VJP. A
+    # chunk budget of 1 value (and no minimum chunk) makes every example its
+    # own batch chunk.
+    problems = self._problems()
+
     def run():
       out = []
       for i, (shape, w_shape, strides, dilation, pads) in enumerate(problems):
-        x = _inputs(shape, seed=i)
-        w = jax.random.normal(jax.random.key(i), w_shape)
-        out.append((
-            layers._conv_matmul(x, w, strides, dilation, pads),
-            jax.lax.conv_general_dilated(
-                x, w, (strides,) * 2, pads, lhs_dilation=(dilation,) * 2,
-                dimension_numbers=('NHWC', 'HWIO', 'NHWC')),
-        ))
+        # Three examples: chunks of unequal size when the budget splits.
+        x = jax.random.normal(jax.random.key(i), (3,) + shape)
+        w = jax.random.normal(jax.random.key(i + 100), w_shape)
+        ref = lambda x, w: jax.lax.conv_general_dilated(
+            x, w, (strides,) * 2, pads, lhs_dilation=(dilation,) * 2,
+            dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+        fast = lambda x, w: conv_cpu.conv(x, w, strides, dilation, pads)
+        y, vjp_ref = jax.vjp(ref, x, w)
+        dy = jax.random.normal(jax.random.key(i + 200), y.shape)
+        got, vjp_fast = jax.vjp(fast, x, w)
+        scatter = (conv_cpu.correlate_scatter(x, w, pads)
+                   if strides == dilation == 1 else y)
+        out.append((y, got, scatter, vjp_ref(dy), vjp_fast(dy)))
       return out
 
-    for (got, want), problem in zip(run(), problems):
+    if chunk_elements is None:
+      results = jax.jit(run)()
+    else:
+      with mock.patch.object(conv_cpu, '_CHUNK_ELEMENTS', chunk_elements), \
+          mock.patch.object(conv_cpu, '_MIN_CHUNK', 1):
+        results = jax.jit(run)()
+    for (want, got, scatter, grads_ref, grads), problem in zip(results,
+                                                               problems):
       np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-5,
                                  err_msg=str(problem))
+      np.testing.assert_allclose(scatter, want, atol=1e-4, rtol=1e-5,
+                                 err_msg=str(problem))
+      for g, r in zip(grads, grads_ref):
+        scale = float(jnp.max(jnp.abs(r)))
+        np.testing.assert_allclose(g, r, atol=1e-5 * scale, rtol=1e-5,
+                                   err_msg=str(problem))
+
+  def test_chunks_cover_the_batch_under_the_budget(self):
+    for batch, per_example in ((100, 46080), (100, 12000), (100, 1),
+                               (3, 10**9), (7, 3)):
+      with mock.patch.object(conv_cpu, '_CHUNK_ELEMENTS', 100_000), \
+          mock.patch.object(conv_cpu, '_MIN_CHUNK', 1):
+        bounds = conv_cpu._chunk_bounds(batch, per_example)
+      self.assertEqual(bounds[0][0], 0)
+      self.assertEqual(bounds[-1][1], batch)
+      for (_, end), (start, _) in zip(bounds, bounds[1:]):
+        self.assertEqual(end, start)
+      sizes = [e - s for s, e in bounds]
+      # One example per chunk at most when one exceeds the budget.
+      self.assertLessEqual(max(sizes) * per_example,
+                           max(100_000, per_example))
+      self.assertLessEqual(max(sizes) - min(sizes), 1)
 
   @parameterized.named_parameters(
       ('conv_d0', 'conv', (14, 14, 8), 8, 5, 2, 2),
@@ -260,3 +302,14 @@ class ResolveImplTest(absltest.TestCase):
 
 if __name__ == '__main__':
   absltest.main()
+
+
+class ChunkMinimumTest(absltest.TestCase):
+
+  def test_chunks_never_go_below_the_minimum(self):
+    # Convolutions of a few examples are slow on XLA:CPU: a chunk only goes
+    # below _MIN_CHUNK examples when the whole batch does.
+    with mock.patch.object(conv_cpu, '_CHUNK_ELEMENTS', 1):
+      bounds = conv_cpu._chunk_bounds(100, 10**6)
+      self.assertEqual(min(e - s for s, e in bounds), conv_cpu._MIN_CHUNK)
+      self.assertEqual(conv_cpu._chunk_bounds(3, 10**6), [(0, 3)])

@@ -79,3 +79,16 @@ def test_bad_model_configs_are_clear():
   config.model.arch = 'resnet'
   with pytest.raises(ValueError, match='arch'):
     architectures.build_models(config, 10, (28, 28, 1))
+
+
+@pytest.mark.parametrize('shape', [(3, 24, 24, 4), (2, 9, 7, 3)])
+def test_max_pool_2x2_equals_flax_max_pool_in_value_and_gradient(shape):
+  import flax.linen as nn  # pylint: disable=g-import-not-at-top
+  from sgan_jax import models  # pylint: disable=g-import-not-at-top
+  x = jax.random.normal(jax.random.key(0), shape)
+  ref = lambda x: nn.max_pool(x, (2, 2), strides=(2, 2))
+  np.testing.assert_array_equal(models.max_pool_2x2(x), ref(x))
+  # After a ReLU (as in the encoder), ties are zeros that pass no gradient.
+  loss = lambda pool: lambda x: jnp.sum(jnp.sin(pool(jax.nn.relu(x))))
+  np.testing.assert_array_equal(jax.grad(loss(models.max_pool_2x2))(x),
+                                jax.grad(loss(ref))(x))

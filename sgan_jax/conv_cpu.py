@@ -1,0 +1,380 @@
+"""2-D convolutions (and their gradients) that run fast on XLA:CPU.
+
+`conv(x, w, strides, dilation, pads)` computes exactly
+``lax.conv_general_dilated(x, w, strides, pads, lhs_dilation=dilation)``
+(NHWC / HWIO; a transposed convolution is the ``dilation > 1`` case) with a
+hand-written VJP. Each of its three parts, the forward pass, the input
+gradient and the kernel gradient, is computed the way XLA:CPU runs fastest on
+the SGAN layer shapes (measured in `benchmarks/conv_benchmark.py`):
+
+* XLA:CPU's own convolution kernels are fast for plain (undilated)
+  convolutions, but convolutions with input dilation (transposed convolutions
+  with stride > 1, the input gradients of strided convolutions) and most
+  kernel gradients run 5-30x slower than the same multiply-adds as matrix
+  products.
+* A dilated convolution is split by output *phase*: output pixel
+  o = s*m + r only meets the taps t = t0(r) + s*j, so phase r is a plain
+  stride-1 convolution of the undilated input with the kernel slice
+  ``w[t0::s]``. The s*s phases (per spatial axis s) are interleaved by a
+  reshape. No multiplication by a dilation zero happens; the FLOPs are those
+  of the layer.
+* Kernel gradients: dilated convolutions use the same phase split (XLA's
+  kernel gradient of each small stride-1 phase convolution); stride-1 ones
+  that enlarge the image a matmul of the input against im2col windows of the
+  output cotangent, built one kernel row at a time; the others XLA's own.
+* Stride-1 convolutions that enlarge the image into fewer than 8 channels (a
+  generator's last layer, an image gradient) are one matmul to k*k*O values
+  per input pixel followed by shifted adds (col2im).
+* XLA:CPU's convolution kernels slow down 1.5-3.5x when a call's activations
+  do not fit the core's cache, so convolutions run over the batch in chunks
+  of at most `_CHUNK_ELEMENTS` activation values (input + output).
+
+The input gradient is the transposed problem (stride and dilation swapped,
+kernel flipped), computed by `conv` itself and so routed by the same rules;
+the VJP is therefore differentiable again (e.g. for gradient penalties).
+"""
+
+from collections.abc import Callable, Sequence
+import functools
+from typing import NamedTuple
+
+import jax
+from jax import lax
+import jax.numpy as jnp
+
+Array = jax.Array
+Pads = tuple[tuple[int, int], tuple[int, int]]
+
+_DIMENSION_NUMBERS = ('NHWC', 'HWIO', 'NHWC')
+# Below this many output channels, XLA:CPU's stride-1 convolutions that
+# enlarge the image run 3-5x slower than col2im.
+_FEW_CHANNELS = 8
+# Activation values (input + output of one call) per batch chunk: about the
+# 1-2 MiB of L2 cache per core of a current x86 server core.
+_CHUNK_ELEMENTS = 2**19
+_MIN_CHUNK = 8
+
+
+def out_size(size: int, window: int, stride: int, pads: tuple[int, int]
+             ) -> int:
+  """Output length of a correlation along one axis."""
+  return (size + pads[0] + pads[1] - window) // stride + 1
+
+
+def pad_hw(x: Array, pads: Pads) -> Array:
+  """Zero-pads (negative pads crop) the two spatial axes of an NHWC array."""
+  (hl, hh), (wl, wh) = pads
+  zero = jnp.zeros((), x.dtype)
+  return lax.pad(x, zero, ((0, 0, 0), (hl, hh, 0), (wl, wh, 0), (0, 0, 0)))
+
+
+def _lax_conv(x: Array, w: Array, strides: int, pads: Pads) -> Array:
+  """XLA's undilated convolution; negative pads crop the input first."""
+  crop = tuple((max(-lo, 0), max(-hi, 0)) for lo, hi in pads)
+  if any(any(c) for c in crop):
+    x = pad_hw(x, tuple((-lo, -hi) for lo, hi in crop))
+  pads = tuple((max(lo, 0), max(hi, 0)) for lo, hi in pads)
+  return lax.conv_general_dilated(x, w, (strides,) * 2, pads,
+                                  dimension_numbers=_DIMENSION_NUMBERS)
+
+
+# ---------------------------------------------------------------------------
+# Batch chunks.
+# ---------------------------------------------------------------------------
+
+
+def _chunk_bounds(batch: int, per_example: int) -> list[tuple[int, int]]:
+  """Near-equal [start, end) slices of the batch.
+
+  Each holds at most `_CHUNK_ELEMENTS` activation values, unless that would
+  leave fewer than about `_MIN_CHUNK` examples per chunk (convolutions of a
+  few examples are slow again): then chunks of about `_MIN_CHUNK`.
+  """
+  most = _CHUNK_ELEMENTS // max(per_example, 1)
+  if most >= _MIN_CHUNK:
+    chunks = -(-batch // most)  # none above the budget
+  else:
+    chunks = max(1, batch // _MIN_CHUNK)  # none below the minimum
+  # Sizes differ by at most one, so at most two shapes are compiled.
+  edges = [batch * i // chunks for i in range(chunks + 1)]
+  return list(zip(edges[:-1], edges[1:]))
+
+
+def _map_chunks(fn: Callable[[Array], Array], x: Array,
+                out_per_example: int) -> Array:
+  """fn over batch chunks of x, concatenated."""
+  per = x[0].size + out_per_example
+  bounds = _chunk_bounds(x.shape[0], per)
+  if len(bounds) == 1:
+    return fn(x)
+  return jnp.concatenate([fn(x[s:e]) for s, e in bounds], axis=0)
+
+
+def _sum_chunks(fn: Callable[[Array, Array], Array], x: Array,
+                dy: Array) -> Array:
+  """Sum of fn(x chunk, dy chunk) over batch chunks (a kernel gradient)."""
+  bounds = _chunk_bounds(x.shape[0], x[0].size + dy[0].size)
+  total = None
+  for s, e in bounds:
+    part = fn(x[s:e], dy[s:e]).astype(jnp.promote_types(x.dtype,
+                                                        jnp.float32))
+    total = part if total is None else total + part
+  return total
+
+
+# ---------------------------------------------------------------------------
+# Phases of a dilated convolution.
+# ---------------------------------------------------------------------------
+
+
+class _Phase(NamedTuple):
+  """Output phase r of a dilated correlation along one axis.
+
+  Attributes:
+    offset: r; the phase's outputs are o = dilation * m + r.
+    first_tap: t0, its first kernel tap; it uses taps t0, t0 + s, ...
+    taps: how many (0 when the kernel is shorter than the dilation).
+    pads: (low, high) padding of the *undilated* input (negative: crop) that
+      makes the phase a VALID stride-1 correlation of `size` outputs.
+    size: number of outputs of the phase.
+  """
+  offset: int
+  first_tap: int
+  taps: int
+  pads: tuple[int, int]
+  size: int
+
+
+def _phases(size: int, k: int, dilation: int, pads: tuple[int, int]
+            ) -> tuple[int, list[_Phase]]:
+  """(output length, phases) of a correlation with input dilation.
+
+  y[o] = sum_t w[t] xd[o + t - lo], xd[s i] = x[i] (0 elsewhere); with
+  o = s m + r only taps t = t0 + s j with t0 = (lo - r) mod s meet a pixel,
+  x[m + c + j] with c = (r + t0 - lo) / s, an integer.
+  """
+  s, (lo, hi) = dilation, pads
+  total = out_size((size - 1) * s + 1, k, 1, pads)
+  phases = []
+  for r in range(s):
+    t0 = (lo - r) % s
+    taps = max(0, -(-(k - t0) // s))
+    c = (r + t0 - lo) // s
+    m = max(0, -(-(total - r) // s))
+    phases.append(_Phase(r, t0, taps, (-c, m + c + taps - 1 - size), m))
+  return total, phases
+
+
+def _dilated(x: Array, w: Array, dilation: int, pads: Pads) -> Array:
+  """Correlation of x dilated by `dilation`, as s*s stride-1 convolutions."""
+  n, height, width, _ = x.shape
+  k, _, _, o = w.shape
+  s = dilation
+  out_h, rows = _phases(height, k, s, pads[0])
+  out_w, cols = _phases(width, k, s, pads[1])
+  m_h, m_w = rows[0].size, cols[0].size  # phase 0 is the longest
+
+  def phase(xc, a: _Phase, b: _Phase):
+    if not (a.taps and b.taps and a.size and b.size):
+      return jnp.zeros((xc.shape[0], m_h, m_w, o), x.dtype)
+    wk = w[a.first_tap::s, b.first_tap::s]
+    # Shorter phases are padded to m_h x m_w, then cropped after the
+    # interleave.
+    return _lax_conv(xc, wk, 1, ((a.pads[0], a.pads[1] + m_h - a.size),
+                                 (b.pads[0], b.pads[1] + m_w - b.size)))
+
+  def interleaved(xc):
+    y = jnp.stack([jnp.stack([phase(xc, a, b) for b in cols], axis=3)
+                   for a in rows], axis=2)  # (n, m_h, s, m_w, s, o)
+    y = y.reshape(xc.shape[0], m_h * s, m_w * s, o)
+    return y[:, :out_h, :out_w]
+
+  return _map_chunks(interleaved, x, out_h * out_w * o)
+
+
+def _dilated_kernel_grad(x: Array, dy: Array, k: int, dilation: int,
+                         pads: Pads) -> Array:
+  """dL/dw of `_dilated`: each phase's stride-1 kernel gradient."""
+  _, height, width, c = x.shape
+  o = dy.shape[-1]
+  s = dilation
+  _, rows = _phases(height, k, s, pads[0])
+  _, cols = _phases(width, k, s, pads[1])
+  acc = jnp.promote_types(x.dtype, jnp.float32)
+  dw = jnp.zeros((k, k, c, o), acc)
+  for a in rows:
+    for b in cols:
+      if not (a.taps and b.taps and a.size and b.size):
+        continue
+      dy_ab = dy[:, a.offset::s, b.offset::s]
+      wk = jnp.zeros((a.taps, b.taps, c, o), x.dtype)
+
+      def grad(xc, dc, wk=wk, a=a, b=b):
+        _, vjp = jax.vjp(lambda v: _lax_conv(xc, v, 1, (a.pads, b.pads)), wk)
+        return vjp(dc)[0]
+
+      dw = dw.at[a.first_tap::s, b.first_tap::s].set(
+          _sum_chunks(grad, x, dy_ab))
+  return dw
+
+
+# ---------------------------------------------------------------------------
+# Stride-1 matmul formulations.
+# ---------------------------------------------------------------------------
+
+
+def _enlarges(x_shape: Sequence[int], k: int, pads: Pads) -> bool:
+  """Whether a stride-1 correlation has more output than input pixels."""
+  h = out_size(x_shape[1], k, 1, pads[0])
+  w = out_size(x_shape[2], k, 1, pads[1])
+  return h * w > x_shape[1] * x_shape[2]
+
+
+def correlate_scatter(x: Array, w: Array, pads: Pads) -> Array:
+  """col2im stride-1 correlation: y[o] = sum_d w[d] . pad(x)[o + d].
+
+  Input pixel i reaches output pixel o = i + low - d through tap d, so the
+  output is the sum over taps of the per-pixel products x[i] . w[d], shifted
+  by low - d: one matmul to KH*KW*O values per input pixel, then KW + KH
+  shifted adds. It writes in_pixels * KH*KW * O intermediate values, far
+  fewer than an im2col's out_pixels * KH*KW * C when the layer enlarges the
+  image into few channels.
+
+  Args:
+    x: (N, H, W, C) input.
+    w: (KH, KW, C, O) kernel, not flipped.
+    pads: (low, high) zero padding of H and W; negative values crop.
+
+  Returns:
+    (N, Ho, Wo, O) output.
+  """
+  _, h, wd, c = x.shape
+  kh, kw, _, o = w.shape
+  ho = out_size(h, kh, 1, pads[0])
+  wo = out_size(wd, kw, 1, pads[1])
+  # Sum the shifted terms in at least f32: with bf16 inputs a bf16 running
+  # sum would lose the precision a real convolution's accumulator keeps.
+  acc_dtype = jnp.promote_types(x.dtype, jnp.float32)
+  z = lax.dot_general(
+      x,
+      # Output channels ordered (column tap, row tap, O), see below.
+      jnp.transpose(w, (2, 1, 0, 3)).reshape(c, kw * kh * o),
+      (((3,), (0,)), ((), ())),
+      preferred_element_type=acc_dtype,
+  )
+  # Overlap-add one axis at a time (KW + KH shifted terms, not KW*KH): XLA
+  # fuses a sum of shifted pads into its consumers, and a short sum keeps
+  # that recomputation cheap.
+  lo_h, lo_w = pads[0][0], pads[1][0]
+  u = sum(
+      pad_hw(t, ((0, 0), (lo_w - j, wo - wd - lo_w + j)))
+      for j, t in enumerate(lax.split(z, (kh * o,) * kw, axis=3))
+  )  # (N, H, Wo, KH*O): one group of O channels per row tap.
+  y = sum(
+      pad_hw(t, ((lo_h - i, ho - h - lo_h + i), (0, 0)))
+      for i, t in enumerate(lax.split(u, (o,) * kh, axis=3))
+  )
+  return y.astype(x.dtype)
+
+
+def _row_windows(x: Array, row: int, k: int, size: tuple[int, int]
+                 ) -> Array:
+  """The k windows of kernel row `row` of padded x, concatenated on C."""
+  ho, wo = size
+  return jnp.concatenate([x[:, row:row + ho, j:j + wo] for j in range(k)],
+                         axis=-1)
+
+
+def _kernel_grad_scattered(x: Array, dy: Array, k: int, pads: Pads
+                           ) -> Array:
+  """dL/dw of a stride-1 correlation that enlarges the image:
+  dw[t] = sum_i x[i]^T dy[i + lo - t], so the windows are taken of dy (the
+  input-gradient problem's), which are fewer than those of the padded x."""
+  acc = jnp.promote_types(x.dtype, jnp.float32)
+  c, o = x.shape[-1], dy.shape[-1]
+  pads_dx = tuple((k - 1 - lo, n - 1 + lo - (m - 1))
+                  for (lo, _), n, m in zip(pads, x.shape[1:3],
+                                           dy.shape[1:3]))
+  dyp = pad_hw(dy, pads_dx)
+  size = x.shape[1:3]
+  rows = [lax.dot_general(x, _row_windows(dyp, i, k, size),
+                          (((0, 1, 2), (0, 1, 2)), ((), ())),
+                          preferred_element_type=acc)
+          for i in range(k)]  # each (C, k*O), taps in flipped order
+  dw = jnp.stack(rows).reshape(k, c, k, o)
+  return jnp.transpose(dw[::-1, :, ::-1], (0, 2, 1, 3))
+
+
+# ---------------------------------------------------------------------------
+# The convolution and its VJP.
+# ---------------------------------------------------------------------------
+
+
+def _forward(x: Array, w: Array, strides: int, dilation: int,
+             pads: Pads) -> Array:
+  k, o = w.shape[0], w.shape[-1]
+  if dilation > 1:
+    if strides != 1:
+      raise NotImplementedError('Both strides and input dilation > 1.')
+    return _dilated(x, w, dilation, pads)
+  if strides == 1 and o < _FEW_CHANNELS and _enlarges(x.shape, k, pads):
+    return correlate_scatter(x, w, pads)
+  out_h = out_size(x.shape[1], k, strides, pads[0])
+  out_w = out_size(x.shape[2], k, strides, pads[1])
+  return _map_chunks(lambda xc: _lax_conv(xc, w, strides, pads), x,
+                     out_h * out_w * o)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def conv(x: Array, w: Array, strides: int, dilation: int,
+         pads: Pads) -> Array:
+  """``lax.conv_general_dilated`` (NHWC, HWIO), fast on XLA:CPU.
+
+  Computes y[o] = sum_t w[t] . xdp[o * strides + t], where xdp is the input
+  dilated by ``dilation`` (zeros inserted between pixels: a transposed
+  convolution's stride) and zero-padded by ``pads``. At most one of
+  ``strides`` and ``dilation`` may exceed 1. See the module docstring for
+  how each part is computed.
+
+  Args:
+    x: (N, H, W, C) input.
+    w: (k, k, C, O) kernel.
+    strides: window stride.
+    dilation: input dilation.
+    pads: (low, high) padding of the dilated input's H and W.
+
+  Returns:
+    (N, Ho, Wo, O) output.
+  """
+  return _forward(x, w, strides, dilation, pads)
+
+
+def _conv_fwd(x, w, strides, dilation, pads):
+  return _forward(x, w, strides, dilation, pads), (x, w)
+
+
+def _conv_bwd(strides, dilation, pads, residuals, dy):
+  x, w = residuals
+  k = w.shape[0]
+  # Padding of the input-gradient problem, as in lax's own transpose rule:
+  # the dilated cotangent, padded, must be as long as the dilated input plus
+  # k - 1.
+  pads_dx = tuple(
+      (k - 1 - lo, (n - 1) * dilation + lo - (m - 1) * strides)
+      for (lo, _), n, m in zip(pads, x.shape[1:3], dy.shape[1:3])
+  )
+  w_flipped = jnp.transpose(w[::-1, ::-1], (0, 1, 3, 2))
+  dx = conv(dy, w_flipped, dilation, strides, pads_dx)
+  if dilation > 1:
+    dw = _dilated_kernel_grad(x, dy, k, dilation, pads)
+  elif strides == 1 and _enlarges(x.shape, k, pads):
+    dw = _kernel_grad_scattered(x, dy, k, pads)
+  else:
+    def grad(xc, dc):
+      _, vjp = jax.vjp(lambda v: _lax_conv(xc, v, strides, pads), w)
+      return vjp(dc)[0]
+    dw = _sum_chunks(grad, x, dy)
+  return dx.astype(x.dtype), dw.astype(w.dtype)
+
+
+conv.defvjp(_conv_fwd, _conv_bwd)
