@@ -15,6 +15,10 @@ import ml_collections
 from sgan_jax import models
 
 ARCHES = ('mnist', 'cifar')
+# Encoder levels between the image and the label, bottom-up: one stack per
+# level plus one. () is a single GAN G(y, z) -> image (the paper's DCGAN
+# baselines).
+LEVEL_CHOICES = ((), ('fc3',), ('pool2', 'fc3'))
 
 
 def _scaled(width: float):
@@ -47,11 +51,10 @@ def build_models(config: ml_collections.ConfigDict, num_classes: int,
     raise ValueError(f'config.model.arch must be one of {ARCHES}, got '
                      f'{mc.arch!r}')
   levels = tuple(mc.levels)
-  bad = [l for l in levels if l not in ('pool2', 'fc3')]
-  if bad or list(levels) != sorted(set(levels), key=levels.index) or (
-      levels != tuple(l for l in ('pool2', 'fc3') if l in levels)):
-    raise ValueError("config.model.levels must be ('fc3',) or "
-                     f"('pool2', 'fc3'), got {levels!r}")
+  if levels not in LEVEL_CHOICES:
+    raise ValueError(f'config.model.levels must be one of {LEVEL_CHOICES} '
+                     f'(() is a single conditional GAN on the label), got '
+                     f'{levels!r}')
   num_stacks = len(levels) + 1
   if len(config.stacks) != num_stacks:
     raise ValueError(
