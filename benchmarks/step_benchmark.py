@@ -11,6 +11,9 @@ Prints one JSON line per figure ({"name", "value", "unit"}):
       (`cost_analysis()`) times steps/s;
   compile_s  lowering + compiling every step;
   sample_images_per_s  top-down sampling of --num_samples images;
+  input_batches_per_s  the host input pipeline alone (BatchSampler +
+      prefetch thread + transfer to the devices) on a synthetic uint8 train
+      split of the dataset's size: the loop needs steps/s of it at most;
   peak_gflops_per_s  a square matmul of the same dtype, timed in the same run;
   mfu  the best step's GFLOP/s over that peak.
 The G-step heuristic is switched off so every step does 1 D + 1 G update and
@@ -33,6 +36,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from sgan_jax import architectures  # pylint: disable=g-import-not-at-top
+from sgan_jax import input_pipeline
 from sgan_jax import jitted
 from sgan_jax import rng
 from sgan_jax import sampling
@@ -52,6 +56,7 @@ _PHASES = flags.DEFINE_list('phases', None, 'Subset of phases to time.')
 
 _SHAPES = {'mnist': (28, 28, 1), 'cifar10': (32, 32, 3),
            'svhn_cropped': (32, 32, 3)}
+_TRAIN_SIZES = {'mnist': 60000, 'cifar10': 50000, 'svhn_cropped': 73257}
 
 
 def emit(name: str, value: float, unit: str, **extra) -> None:
@@ -158,6 +163,20 @@ def main(argv):
       compiled['sample'], st, labels, key, batch_size=chunk,
       sharding=batch_sh), 3)
   emit('sample_images_per_s', n / sec, 'images/s', **common)
+
+  arrays = {'image': r.integers(0, 256, (_TRAIN_SIZES[config.data.name],
+                                          *shape), dtype=np.uint8),
+            'label': r.integers(0, 10, _TRAIN_SIZES[config.data.name],
+                                dtype=np.int32)}
+  sampler = input_pipeline.BatchSampler(arrays, b, seed=0)
+  n_batches = 200
+
+  def consume():
+    for _, local in input_pipeline.iterate_batches(sampler, 0, n_batches):
+      jax.block_until_ready(sharding.shard_batch(local, mesh))
+
+  emit('input_batches_per_s', n_batches / time_fn(consume, 3), 'batches/s',
+       **common)
 
   dtype = jnp.bfloat16 if config.dtype == 'bfloat16' else jnp.float32
   peak = peak_gflops(dtype)

@@ -11,7 +11,6 @@ published Inception numbers); see `sgan_jax/evaluation.py` for each key.
 """
 
 import os
-import sys
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
@@ -20,8 +19,8 @@ from absl import flags
 from absl import logging
 import jax
 
+from sgan_jax import cli
 from sgan_jax import evaluation
-from sgan_jax import input_pipeline
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Workdir of a training run.')
 _NUM = flags.DEFINE_integer('num', 10000, 'Number of samples (a positive '
@@ -34,9 +33,6 @@ _SEED = flags.DEFINE_integer('seed', None, 'Sampling seed (default: the '
 _BATCH = flags.DEFINE_integer('batch_size', 1000, 'Images per device call.')
 flags.mark_flags_as_required(['workdir'])
 
-# Bad input, reported as one line instead of a traceback.
-USER_ERRORS = (ValueError, FileNotFoundError, NotImplementedError,
-               input_pipeline.DataError)
 
 
 def main(argv):
@@ -48,12 +44,12 @@ def main(argv):
     step, metrics, notes = evaluation.evaluate_workdir(
         _WORKDIR.value, _NUM.value, inception_weights=_INCEPTION.value,
         seed=_SEED.value, batch_size=_BATCH.value)
-  except USER_ERRORS as e:
-    sys.exit(f'error: {" ".join(str(e).split())}')
+  except cli.USER_ERRORS as e:
+    cli.exit_with(e)
   print(evaluation.format_metrics(step, metrics, notes))
   print('wrote ' + os.path.join(_WORKDIR.value, evaluation.EVAL_DIR,
                                 evaluation.METRICS_FILE))
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)

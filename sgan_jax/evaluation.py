@@ -243,6 +243,32 @@ def make_encoder_features(models: models_lib.Models, hp: steps.StepConfig
   return features
 
 
+def encode_images(features_fn, st: state_lib.SGANState, images: np.ndarray,
+                  batch_size: int, sharding: jax.sharding.Sharding
+                  ) -> tuple[np.ndarray, np.ndarray]:
+  """E's (fc3, softmax) of host uint8 images on the host.
+
+  Args:
+    features_fn: `make_encoder_features(...)`, jitted with batch shardings.
+    st: the state whose encoder is used.
+    images: (N, H, W, C) uint8.
+    batch_size: images per call; the last chunk is padded, so one shape is
+      compiled.
+    sharding: the batch sharding of the chunks.
+
+  Returns:
+    ((N, F) float32 features, (N, K) probabilities).
+  """
+  n = len(images)
+  fc3, probs = [], []
+  for s in range(0, n, batch_size):
+    idx = np.minimum(np.arange(s, s + batch_size), n - 1)
+    f, p = features_fn(st, jax.device_put(images[idx], sharding))
+    fc3.append(np.asarray(f)[:n - s])
+    probs.append(np.asarray(p)[:n - s])
+  return np.concatenate(fc3), np.concatenate(probs)
+
+
 class Evaluator:
   """`evaluator(state, key) -> Metrics`; see the module docstring for keys.
 
@@ -393,17 +419,8 @@ class Evaluator:
     return out
 
   def _encode(self, st, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """E's (fc3, softmax) of host uint8 images, `self._batch` at a time (the
-    last chunk padded, so one shape is compiled)."""
-    n = len(images)
-    fc3, probs = [], []
-    for s in range(0, n, self._batch):
-      idx = np.minimum(np.arange(s, s + self._batch), n - 1)
-      chunk = jax.device_put(images[idx], self._batch_sh)
-      f, p = self._features(st, chunk)
-      fc3.append(np.asarray(f)[:n - s])
-      probs.append(np.asarray(p)[:n - s])
-    return np.concatenate(fc3), np.concatenate(probs)
+    return encode_images(self._features, st, images, self._batch,
+                         self._batch_sh)
 
   def _inception(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     pool, probs = [], []

@@ -6,7 +6,6 @@ Kept short on purpose: flags and process set-up only; the logic lives in
 """
 
 import os
-import sys
 
 # TF (only used by tfds) must never grab accelerator memory JAX needs.
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
@@ -17,7 +16,7 @@ from absl import logging
 import jax
 from ml_collections import config_flags
 
-from sgan_jax import input_pipeline
+from sgan_jax import cli
 from sgan_jax import train
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -37,26 +36,6 @@ _DISTRIBUTED = flags.DEFINE_bool(
     'distributed', False, 'Call jax.distributed.initialize() with '
     'auto-detection (Cloud TPU pod slices, SLURM).')
 flags.mark_flags_as_required(['config', 'workdir'])
-
-# Errors that mean "bad input" (or a diverged run), reported as one line
-# instead of a traceback.
-USER_ERRORS = (ValueError, FileNotFoundError, FloatingPointError,
-               input_pipeline.DataError)
-
-
-def parse_flags(argv: list[str]) -> list[str]:
-  """absl flag parsing with config-override errors as one line."""
-  try:
-    return flags.FLAGS(argv)
-  except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as e:
-    # A typo'd --config.KEY raises AttributeError/KeyError from the locked
-    # ConfigDict; a bad value TypeError/ValueError.
-    detail = (str(e).strip().splitlines() or [''])[-1]
-    if isinstance(e, (AttributeError, KeyError)):
-      detail = (f'unknown config key {detail} (the keys are in '
-                'sgan_jax/config_base.py)')
-    sys.exit(f'error: bad flags: {detail}')
-
 
 def init_distributed() -> None:
   """Joins the other processes before anything else touches a device."""
@@ -85,10 +64,10 @@ def main(argv):
                jax.process_index(), jax.process_count())
   try:
     train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
-  except USER_ERRORS as e:
+  except cli.USER_ERRORS as e:
     logging.error('%s: %s', type(e).__name__, e)
-    sys.exit(f'error: {e}')
+    cli.exit_with(e)
 
 
 if __name__ == '__main__':
-  app.run(main, flags_parser=parse_flags)
+  app.run(main, flags_parser=cli.parse_flags)

@@ -17,29 +17,54 @@ from sgan_jax import rng
 from sgan_jax import state as state_lib
 
 
+def make_decode_fn(models: models_lib.Models):
+  """Returns decode(state, labels, zs) -> images in [0, 1].
+
+  Top-down generation with given noise: onehot(labels) -> G_{N-1} -> ... ->
+  G_0, each G_i with its z_i = zs[i] (index 0 = pixel level).
+
+  Args of the returned function:
+    state: an SGANState.
+    labels: (B,) int class of each sample.
+    zs: a sequence with one (B, z_dim_i) array per stack.
+  """
+  def decode(st: state_lib.SGANState, labels, zs):
+    h = jax.nn.one_hot(labels, models.num_classes)
+    for sm in reversed(models.stacks):
+      stack = st.stacks[sm.index]
+      h = sm.generator.apply(stack.g.variables(stack.g_ema), h, zs[sm.index],
+                             train=False)
+    return h
+
+  return decode
+
+
+def sample_noise(models: models_lib.Models, key: jax.Array,
+                 indices: jax.Array) -> tuple[jax.Array, ...]:
+  """z_i of each sample index for every stack: U[0, 1) drawn from
+  fold_in(stack i's Z stream, index), so a sample's noise depends on its
+  index and the key only, never on the batching."""
+  def noise(i, z_dim):
+    k = rng.stream(rng.stack_key(key, i), rng.Z)
+    return jax.vmap(lambda n: jax.random.uniform(jax.random.fold_in(k, n),
+                                                 (z_dim,)))(indices)
+  return tuple(noise(sm.index, sm.z_dim) for sm in models.stacks)
+
+
 def make_sample_fn(models: models_lib.Models):
   """Returns sample(state, labels, indices, key) -> images in [0, 1].
 
   Args of the returned function:
     state: an SGANState.
     labels: (B,) int class of each sample.
-    indices: (B,) int index of each sample; z_i of sample n is drawn from
-      fold_in(stack key, n), so a sample is the same whatever the batching.
+    indices: (B,) int index of each sample; its noise is
+      `sample_noise(models, key, indices)`.
     key: the sampling key (e.g. `rng.eval_key(root)`).
   """
-  def noise(key, i, indices, z_dim):
-    k = rng.stream(rng.stack_key(key, i), rng.Z)
-    return jax.vmap(lambda n: jax.random.uniform(jax.random.fold_in(k, n),
-                                                 (z_dim,)))(indices)
+  decode = make_decode_fn(models)
 
   def sample(st: state_lib.SGANState, labels, indices, key):
-    h = jax.nn.one_hot(labels, models.num_classes)
-    for sm in reversed(models.stacks):
-      stack = st.stacks[sm.index]
-      z = noise(key, sm.index, indices, sm.z_dim)
-      h = sm.generator.apply(stack.g.variables(stack.g_ema), h, z,
-                             train=False)
-    return h
+    return decode(st, labels, sample_noise(models, key, indices))
 
   return sample
 

@@ -179,8 +179,17 @@ def _g_loss(models, sm, st, d_module, d_vars, h_fake, cond_target, z, labels,
   return loss, terms
 
 
-def _ema(ema, params, decay: float):
-  return jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, ema, params)
+def _ema(ema, net: state_lib.NetState, decay: float):
+  """The moving average of G's params after its update `net.step`.
+
+  The decay warms up as min(decay, (1 + t) / (10 + t)) over G's updates t
+  (as tf.train.ExponentialMovingAverage with num_updates): the average starts
+  at the initial params, so a fixed 0.999 would keep ~55% of them after 600
+  updates, and short runs would sample from a half-initial generator.
+  """
+  t = net.step.astype(jnp.float32)
+  d = jnp.minimum(decay, (1.0 + t) / (10.0 + t))
+  return jax.tree.map(lambda e, p: d * e + (1.0 - d) * p, ema, net.params)
 
 
 def _replace_stack(st, i, **kw):
@@ -244,7 +253,7 @@ def make_g_step(models: models_lib.Models, i: int, hp: StepConfig) -> Step:
         stack.g.params)
     g = stack.g.apply_gradients(grads=grads, batch_stats=stats)
     return _replace_stack(st, i, g=g,
-                          g_ema=_ema(stack.g_ema, g.params, hp.ema_decay)), terms
+                          g_ema=_ema(stack.g_ema, g, hp.ema_decay)), terms
 
   return g_step
 
@@ -367,7 +376,7 @@ def make_joint_step(models: models_lib.Models, hp: StepConfig) -> Step:
     for s, g, b in zip(st.stacks, grads, stats):
       g_net = s.g.apply_gradients(grads=g, batch_stats=b)
       new.append(s.replace(g=g_net,
-                           g_ema=_ema(s.g_ema, g_net.params, hp.ema_decay)))
+                           g_ema=_ema(s.g_ema, g_net, hp.ema_decay)))
     return st.replace(stacks=tuple(new)), terms
 
   def train_step(st, batch, root_key):

@@ -147,3 +147,18 @@ def test_one_and_eight_devices_agree(tiny):
                               atol=2e-5, rtol=2e-5)
   chex.assert_trees_all_close(m1, m8, atol=1e-4, rtol=1e-4)
   np.testing.assert_array_equal(s1.step, s8.step)
+
+
+def test_ema_of_g_warms_up_from_the_initial_params(tiny):
+  _, models, st, hp, batch = tiny
+  hp = dataclasses.replace(hp, ema_decay=0.999)
+  g_step = jax.jit(steps.make_g_step(models, 0, hp))
+  new, _ = g_step(st, batch, jax.random.key(1))
+  # After G's first update (t = 1) the decay is (1 + 1) / (10 + 1), not
+  # 0.999: the average follows the first updates instead of staying at init.
+  d = 2.0 / 11.0
+  for e, p0, p1 in zip(jax.tree.leaves(new.stacks[0].g_ema),
+                       jax.tree.leaves(st.stacks[0].g.params),
+                       jax.tree.leaves(new.stacks[0].g.params)):
+    np.testing.assert_allclose(e, d * p0 + (1 - d) * p1, rtol=1e-5,
+                               atol=1e-7)

@@ -7,6 +7,7 @@ import sys
 
 import jax
 import numpy as np
+from PIL import Image
 import pytest
 import tensorflow_datasets as tfds
 
@@ -112,6 +113,23 @@ def test_main_and_sample_cli_on_real_mnist(tmp_path):
              f'--out={out}')
   assert bad.returncode != 0
   assert 'multiple of' in bad.stderr.strip().splitlines()[-1]
+
+  # The paper figures: fixed ĥ_1 rows, z_1 interpolation, nearest neighbours.
+  figs = {f: str(tmp_path / f'{f}.png') for f in
+          ('fixed_h1_grid', 'interpolation_grid', 'neighbours_grid')}
+  res = _cli('sgan_jax.sample', f'--workdir={workdir}', '--columns=4',
+             '--neighbours=3', *(f'--{f}={p}' for f, p in figs.items()))
+  assert res.returncode == 0, res.stderr[-3000:]
+  for f, p in figs.items():
+    with Image.open(p) as im:
+      width, height = im.size
+    # 10 rows of 28-pixel tiles (1-pixel gaps); 4 columns, or 1 + 3 + 3
+    # images and 2 separators for the neighbours.
+    assert height == 10 * 29 + 1, f
+    assert width == (9 if f == 'neighbours_grid' else 4) * 29 + 1, f
+  nothing = _cli('sgan_jax.sample', f'--workdir={workdir}')
+  assert nothing.returncode != 0
+  assert 'nothing to write' in nothing.stderr.strip().splitlines()[-1]
 
 
 def test_svhn_tiny_runs_end_to_end_on_mock_data(tmp_path):
