@@ -50,6 +50,8 @@ def base_config(dataset: str, arch: str) -> ml_collections.ConfigDict:
 
   c.encoder = ml_collections.ConfigDict()
   c.encoder.lr = 1e-3
+  # Cosine-decay E's learning rate to 0 over its phase (else constant).
+  c.encoder.cosine_decay = False
 
   c.stacks = [stack_config(50, 1e-4), stack_config(50, 1e-4)]
 
@@ -89,6 +91,9 @@ def base_config(dataset: str, arch: str) -> ml_collections.ConfigDict:
   # Sample-quality metrics (sgan_jax/evaluation.py) every N steps; 0 = off.
   c.log.eval_every = 10000
   c.log.eval_num = 10000             # samples per evaluation
+  # Training steps of the independent classifier behind `judge_cond_acc`
+  # (sgan_jax/judge.py); 0: no judge.
+  c.log.judge_steps = 0
   return c
 
 
@@ -104,6 +109,7 @@ def tiny(c: ml_collections.ConfigDict) -> None:
   c.log.sample_every = 4
   c.log.ckpt_every = 3
   c.log.eval_every = 0
+  c.log.judge_steps = 3
 
 
 def finalize(c: ml_collections.ConfigDict, arg: str | None,

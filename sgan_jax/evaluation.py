@@ -11,6 +11,10 @@ a reference:
 
   cond_acc            E's class of each sample == its conditioning label;
                       real_cond_acc is E's test accuracy.
+  judge_cond_acc      the same with an independent classifier that no
+                      generator was trained against (`judge.Judge`, when
+                      `log.judge_steps` > 0); real_judge_cond_acc its test
+                      accuracy.
   e_is, e_is_std      Inception Score computed with E's softmax in place of
                       Inception's (10 splits, mean and std); real_e_is on the
                       test set. Ceiling: the number of classes.
@@ -49,6 +53,7 @@ import ml_collections
 import numpy as np
 
 from sgan_jax import input_pipeline
+from sgan_jax import judge
 from sgan_jax import models as models_lib
 from sgan_jax import rng
 from sgan_jax import runs
@@ -215,6 +220,10 @@ def _psd_sqrt(sigma: np.ndarray) -> np.ndarray:
   return (vec * np.sqrt(np.clip(eig, 0.0, None))) @ vec.T
 
 
+def _accuracy(probs: np.ndarray, labels: np.ndarray) -> float:
+  return float(np.mean(np.argmax(probs, -1) == labels))
+
+
 def _ratio(a: float, b: float) -> float:
   return a / b if b > 0 else float('nan')
 
@@ -284,7 +293,9 @@ class Evaluator:
                test_arrays: dict[str, np.ndarray] | None = None,
                train_arrays: dict[str, np.ndarray] | None = None,
                sample_fn: Callable[..., jax.Array] | None = None,
-               inception_fn: FeatureFn | None = None, splits: int = 10):
+               inception_fn: FeatureFn | None = None,
+               judge_fn: Callable[[np.ndarray], np.ndarray] | None = None,
+               splits: int = 10):
     """See `make_evaluator`."""
     if jax.process_count() > 1:
       # Samples and test images are gathered on one host (device_put of host
@@ -324,6 +335,7 @@ class Evaluator:
     pick = np.sort(np.random.default_rng(0).permutation(n_train)[:num])
     self._train_images = train_arrays['image'][pick]
     self._inception_fn = inception_fn
+    self._judge_fn = judge_fn
     self._real: Metrics | None = None
     self._real_stats: dict[str, Any] = {}
     self._real_fingerprint: str | None = None
@@ -383,6 +395,8 @@ class Evaluator:
         'real_diversity_fc3': class_diversity(fc3, labels),
         'real_diversity_pixel': class_diversity(images, labels) / 255.0,
     }
+    if self._judge_fn is not None:
+      real['real_judge_cond_acc'] = _accuracy(self._judge_fn(images), labels)
     if self._inception_fn is not None:
       pool, inception_probs = self._inception(images)
       floor_pool, _ = self._inception(self._train_images)
@@ -410,6 +424,8 @@ class Evaluator:
                                     self._real['real_diversity_fc3'])
     out['diversity_ratio_pixel'] = _ratio(out['diversity_pixel'],
                                           self._real['real_diversity_pixel'])
+    if self._judge_fn is not None:
+      out['judge_cond_acc'] = _accuracy(self._judge_fn(images), labels)
     if self._inception_fn is not None:
       pool, inception_probs = self._inception(images)
       out['inception_is'], out['inception_is_std'] = inception_score(
@@ -438,7 +454,9 @@ def make_evaluator(models: models_lib.Models,
                    test_arrays: dict[str, np.ndarray] | None = None,
                    train_arrays: dict[str, np.ndarray] | None = None,
                    sample_fn: Callable[..., jax.Array] | None = None,
-                   inception_fn: FeatureFn | None = None) -> Evaluator:
+                   inception_fn: FeatureFn | None = None,
+                   judge_fn: Callable[[np.ndarray], np.ndarray] | None = None
+                   ) -> Evaluator:
   """Builds the reusable evaluator of a run.
 
   Args:
@@ -457,6 +475,8 @@ def make_evaluator(models: models_lib.Models,
       trainer's `compiled['sample']`); default: compiled here.
     inception_fn: optional host function uint8 images -> (pool features,
       probabilities) that adds the inception_* metrics.
+    judge_fn: optional host function uint8 images -> class probabilities
+      of an independent classifier (`judge.Judge`); adds judge_cond_acc.
 
   Returns:
     An `Evaluator`; `evaluator(state, key)` returns the metrics.
@@ -468,7 +488,8 @@ def make_evaluator(models: models_lib.Models,
   """
   return Evaluator(models, config, mesh, num=num, batch_size=batch_size,
                    test_arrays=test_arrays, train_arrays=train_arrays,
-                   sample_fn=sample_fn, inception_fn=inception_fn)
+                   sample_fn=sample_fn, inception_fn=inception_fn,
+                   judge_fn=judge_fn)
 
 
 def _fingerprint(tree: Any) -> str:
@@ -555,8 +576,14 @@ def evaluate_workdir(workdir: str, num: int = 10000, *,
   inception_fn = (load_inception(inception_weights)
                   if inception_weights else None)
   models, st, mesh, config = runs.restore_latest(workdir)
+  train_arrays, _ = input_pipeline.load_split(config.data, 'train')
+  judge_fn = None
+  if config.log.get('judge_steps', 0) > 0:
+    judge_fn = judge.Judge(config, mesh, train_arrays,
+                           cache_dir=os.path.join(workdir, EVAL_DIR))
   evaluator = make_evaluator(models, config, mesh, num=num,
-                             batch_size=batch_size, inception_fn=inception_fn)
+                             batch_size=batch_size, train_arrays=train_arrays,
+                             inception_fn=inception_fn, judge_fn=judge_fn)
   key = rng.eval_key(jax.random.key(config.seed if seed is None else seed))
   metrics = evaluator(st, key)
   step = int(st.step)
@@ -601,6 +628,8 @@ def format_metrics(step: int, metrics: Metrics, notes: list[str]) -> str:
   """A human-readable table: each sample score beside its real reference."""
   rows = [('cond_acc', 'real_cond_acc', 'E accuracy: label of sample vs '
            'test label'),
+          ('judge_cond_acc', 'real_judge_cond_acc', 'the same with an '
+           'independent classifier'),
           ('e_is', 'real_e_is', 'IS with E (domain classifier); max = '
            'classes'),
           ('e_fid', 'real_e_fid', 'FID on E fc3 vs test; real = train '

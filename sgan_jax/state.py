@@ -59,6 +59,16 @@ def adam(learning_rate: float, optim: ml_collections.ConfigDict
                     eps_root=optim.eps_root)
 
 
+def encoder_optimizer(config: ml_collections.ConfigDict
+                      ) -> optax.GradientTransformation:
+  """Adam for E, constant or cosine-decayed over the encoder phase."""
+  lr = config.encoder.lr
+  if config.encoder.cosine_decay:
+    lr = optax.cosine_decay_schedule(
+        lr, decay_steps=max(1, config.schedule.encoder_steps))
+  return optax.adam(lr)
+
+
 def _net(module, variables, tx) -> NetState:
   return NetState.create(
       apply_fn=None, params=variables['params'], tx=tx,
@@ -82,8 +92,7 @@ def create_state(models: models_lib.Models, config: ml_collections.ConfigDict,
   key = rng.init_key(key)
   image = jnp.zeros((2, *models.image_shape), jnp.float32)
   enc_vars = models.encoder.init(rng.stream(key, rng.ENCODER), image)
-  encoder = _net(models.encoder, enc_vars,
-                 optax.adam(config.encoder.lr))
+  encoder = _net(models.encoder, enc_vars, encoder_optimizer(config))
   dims = dict(models.level_dims, image=None)
   stacks = []
   for sm, sc in zip(models.stacks, config.stacks):

@@ -19,6 +19,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 
 from sgan_jax import losses
 from sgan_jax import models as models_lib
@@ -73,6 +74,18 @@ def pixel_scale(image_range: str) -> float:
     raise ValueError(f'config.data.image_range must be one of {IMAGE_RANGES},'
                      f' got {image_range!r}')
   return 2.0 if image_range == 'symmetric' else 1.0
+
+
+def pixel_offset(image_range: str, train_images: np.ndarray) -> np.ndarray:
+  """The offset of `state.SGANState.pixel_offset` for a data set."""
+  shape = train_images.shape[1:]
+  if image_range == 'mean_subtracted':
+    # Mean of x/255 in float64: exact enough and order-independent.
+    return -(train_images.astype(np.float64).mean(axis=0) / 255.0).astype(
+        np.float32)
+  pixel_scale(image_range)  # Validates the name.
+  value = -1.0 if image_range == 'symmetric' else 0.0
+  return np.full(shape, value, np.float32)
 
 
 def to_model_space(x01: jax.Array, st: state_lib.SGANState,

@@ -26,6 +26,7 @@ from sgan_jax import checkpointing
 from sgan_jax import evaluation
 from sgan_jax import input_pipeline
 from sgan_jax import jitted
+from sgan_jax import judge
 from sgan_jax import rng
 from sgan_jax import sampling
 from sgan_jax import schedule as schedule_lib
@@ -42,18 +43,6 @@ _RESUMABLE_CHANGES = ('data.data_dir', 'data.manual_dir', 'schedule.', 'log.',
 
 class ConfigMismatchError(ValueError):
   """The workdir holds a run made with an incompatible config."""
-
-
-def pixel_offset(image_range: str, train_images: np.ndarray) -> np.ndarray:
-  """The offset of `state.SGANState.pixel_offset` for a data set."""
-  shape = train_images.shape[1:]
-  if image_range == 'mean_subtracted':
-    # Mean of x/255 in float64: exact enough and order-independent.
-    return -(train_images.astype(np.float64).mean(axis=0) / 255.0).astype(
-        np.float32)
-  steps.pixel_scale(image_range)  # Validates the name.
-  value = -1.0 if image_range == 'symmetric' else 0.0
-  return np.full(shape, value, np.float32)
 
 
 def check_workdir_config(config: ml_collections.ConfigDict,
@@ -109,7 +98,7 @@ def setup(config: ml_collections.ConfigDict, workdir: str):
   root = jax.random.key(config.seed)
   init = jax.jit(functools.partial(state_lib.create_state, models, config),
                  out_shardings=repl)
-  offset = pixel_offset(config.data.image_range, arrays['image'])
+  offset = steps.pixel_offset(config.data.image_range, arrays['image'])
   ckpt = checkpointing.Checkpointer(workdir, keep=config.log.keep)
   restored = None
   if ckpt.all_steps():
@@ -175,9 +164,15 @@ def _run(config, workdir, phases, models, mesh, compiled, ckpt, st, arrays,
   lc = config.log
   evaluator = None
   if lc.eval_every > 0 and jax.process_count() == 1:
+    judge_fn = None
+    if lc.judge_steps > 0:
+      # Trained on its first use (the first evaluation), cached in eval/.
+      judge_fn = judge.Judge(config, mesh, arrays,
+                             cache_dir=os.path.join(workdir,
+                                                    evaluation.EVAL_DIR))
     evaluator = evaluation.make_evaluator(
         models, config, mesh, num=lc.eval_num, train_arrays=arrays,
-        sample_fn=compiled['sample'])
+        sample_fn=compiled['sample'], judge_fn=judge_fn)
   end = total if stop_after is None else min(total, max(stop_after, start))
   batches = input_pipeline.iterate_batches(sampler, start, end - start)
   for step, local_batch in batches:
@@ -331,10 +326,14 @@ def _log_evaluation(writer, step: int, scores: dict[str, float]) -> None:
   # without anything having diverged.
   writer.write_scalars(step, {evaluation.TAG_PREFIX + k: v
                               for k, v in scores.items()})
-  logging.info('eval at step %d: cond_acc=%.3f (real %.3f) e_fid=%.3g '
-               '(floor %.3g) diversity_ratio=%.3g', step, scores['cond_acc'],
-               scores['real_cond_acc'], scores['e_fid'], scores['real_e_fid'],
-               scores['diversity_ratio'])
+  judged = (f' judge_cond_acc={scores["judge_cond_acc"]:.3f} (real '
+            f'{scores["real_judge_cond_acc"]:.3f})'
+            if 'judge_cond_acc' in scores else '')
+  logging.info('eval at step %d: cond_acc=%.3f (real %.3f)%s e_fid=%.3g '
+               '(floor %.3g) diversity_ratio=%.3g (pixels %.3g)', step,
+               scores['cond_acc'], scores['real_cond_acc'], judged,
+               scores['e_fid'], scores['real_e_fid'],
+               scores['diversity_ratio'], scores['diversity_ratio_pixel'])
 
 
 class _GridWriter:

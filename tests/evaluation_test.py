@@ -251,8 +251,12 @@ def test_evaluate_cli(run):
   assert record['step'] == int(st.step)
   m = record['metrics']
   for k in ('cond_acc', 'e_is', 'e_fid', 'diversity_ratio', 'real_cond_acc',
-            'real_e_is', 'real_e_fid', 'real_diversity_fc3'):
+            'real_e_is', 'real_e_fid', 'real_diversity_fc3',
+            'judge_cond_acc', 'real_judge_cond_acc'):
     assert k in m
+  # The tiny preset's independent classifier was trained and cached.
+  assert 'judge_cond_acc' in out
+  assert os.path.exists(os.path.join(workdir, 'eval', 'judge_params.msgpack'))
   assert not any(k.startswith('inception') for k in m)
   assert any(n.startswith('Inception IS/FID not computed')
              for n in record['notes'])

@@ -1,0 +1,128 @@
+"""An independent classifier that judges samples (`judge_cond_acc`).
+
+The generators are trained to make the run's own encoder E output their
+conditioning class (the conditional loss), so E's accuracy on samples can be
+high for images that only fool E. The judge is a second classifier of the
+same family, trained from its own seed on the same training split, that no
+generator ever saw: its accuracy on samples is the fairer conditional
+accuracy. It is trained on first use and cached in `<workdir>/eval/`.
+"""
+
+import os
+
+from absl import logging
+from etils import epath
+import flax.serialization
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from sgan_jax import architectures
+from sgan_jax import input_pipeline
+from sgan_jax import sharding
+from sgan_jax import state as state_lib
+from sgan_jax import steps
+
+JUDGE_FILE = 'judge_params.msgpack'
+# Far from any run's seed, so the judge never starts from E's initialisation.
+_SEED_OFFSET = 7919
+
+
+class Judge:
+  """`judge(images) -> class probabilities` of uint8 images.
+
+  Args:
+    config: the run config (data, encoder architecture and optimiser, seed).
+    mesh: the ('data',) mesh.
+    train_arrays: the training split ({'image', 'label'}).
+    cache_dir: where the trained params are kept (None: not cached).
+    num_steps: training steps (default: `config.log.judge_steps`).
+    batch_size: evaluation batch per call.
+  """
+
+  def __init__(self, config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
+               train_arrays: dict[str, np.ndarray], cache_dir: str | None,
+               num_steps: int | None = None, batch_size: int = 1000):
+    num_classes, shape = input_pipeline.dataset_info(config.data.name)
+    self._models = architectures.build_models(config, num_classes, shape)
+    self._config = config
+    self._mesh = mesh
+    self._train = train_arrays
+    self._steps = config.log.judge_steps if num_steps is None else num_steps
+    if self._steps <= 0:
+      raise ValueError(f'the judge needs a positive number of training '
+                       f'steps, got {self._steps}')
+    self._cache = (epath.Path(cache_dir) / JUDGE_FILE) if cache_dir else None
+    n_dev = mesh.devices.size
+    self._batch = -(-batch_size // n_dev) * n_dev
+    self._state = None
+
+  def _fresh_state(self) -> state_lib.SGANState:
+    key = jax.random.key(self._config.seed + _SEED_OFFSET)
+    offset = steps.pixel_offset(self._config.data.image_range,
+                                self._train['image'])
+    return jax.jit(lambda k, o: state_lib.create_state(
+        self._models, self._config, k, o),
+                   out_shardings=sharding.replicated(self._mesh))(key, offset)
+
+  def _fit(self, st: state_lib.SGANState) -> state_lib.SGANState:
+    hp = steps.StepConfig.from_config(self._config)
+    step = jax.jit(steps.make_encoder_step(self._models, hp),
+                   donate_argnums=0)
+    sampler = input_pipeline.BatchSampler(
+        self._train, self._config.data.batch_size,
+        seed=self._config.seed + _SEED_OFFSET)
+    root = jax.random.key(0)
+    for s, local in input_pipeline.iterate_batches(sampler, 0, self._steps):
+      st, metrics = step(st, sharding.shard_batch(local, self._mesh), root)
+      if (s + 1) % 1000 == 0:
+        logging.info('judge step %d/%d: loss %.4f', s + 1, self._steps,
+                     float(metrics['encoder/loss']))
+    return st
+
+  def _ensure(self) -> None:
+    if self._state is not None:
+      return
+    st = self._fresh_state()
+    if self._cache is not None and self._cache.exists():
+      params = flax.serialization.from_bytes(st.encoder.params,
+                                             self._cache.read_bytes())
+      st = st.replace(encoder=st.encoder.replace(
+          params=jax.device_put(params, sharding.replicated(self._mesh))))
+      logging.info('judge: loaded %s', self._cache)
+    else:
+      logging.info('judge: training an independent classifier for %d steps',
+                   self._steps)
+      st = self._fit(st)
+      if self._cache is not None and jax.process_index() == 0:
+        self._cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self._cache.parent / f'{JUDGE_FILE}.tmp-{os.getpid()}'
+        tmp.write_bytes(flax.serialization.to_bytes(
+            jax.device_get(st.encoder.params)))
+        tmp.replace(self._cache)
+    self._state = st
+    hp = steps.StepConfig.from_config(self._config)
+    encoder = self._models.encoder
+
+    def probabilities(st, images):
+      x = steps.to_model_space(steps.images01({'image': images}), st, hp)
+      logits = encoder.apply({'params': st.encoder.params}, x)
+      return jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
+
+    batch_sh = sharding.batch_sharding(self._mesh)
+    self._probabilities = jax.jit(
+        probabilities, in_shardings=(sharding.replicated(self._mesh),
+                                     batch_sh), out_shardings=batch_sh)
+    self._batch_sh = batch_sh
+
+  def __call__(self, images: np.ndarray) -> np.ndarray:
+    """(N, K) class probabilities of (N, H, W, C) uint8 images."""
+    self._ensure()
+    n, out = len(images), []
+    for s in range(0, n, self._batch):
+      # The last chunk is padded: one shape is compiled.
+      idx = np.minimum(np.arange(s, s + self._batch), n - 1)
+      chunk = jax.device_put(images[idx], self._batch_sh)
+      out.append(np.asarray(self._probabilities(self._state, chunk))[:n - s])
+    return np.concatenate(out)
