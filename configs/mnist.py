@@ -39,6 +39,9 @@ def get_config(arg: str | None = None):
   c.loss.ent_weight = 100.0
   # Samples come from a moving average of G (warmed up, see steps._ema).
   c.optim.ema_decay = 0.999
+  # ... with BN statistics of those EMA params, not of the live G's
+  # (quick preset: E-FID 30.6 -> 23.9, fc3 diversity 0.77 -> 0.80).
+  c.log.bn_calibration_num = 1000
   # An independent classifier judges the samples (judge_cond_acc).
   c.log.judge_steps = 2000
   return config_base.finalize(c, arg, {'tiny': config_base.tiny,

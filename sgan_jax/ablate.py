@@ -90,9 +90,14 @@ VARIANTS: dict[str, tuple[str, Callable[[ml_collections.ConfigDict], None]]] = {
 }
 
 # (metric, column title, higher is better), as the table shows them.
-COLUMNS = (('cond_acc', 'cond acc', True), ('e_is', 'E-IS', True),
+# The judge columns are absent ('-') when the config trains no judge.
+COLUMNS = (('cond_acc', 'cond acc (E)', True),
+           ('judge_cond_acc', 'cond acc (judge)', True),
+           ('e_is', 'E-IS', True),
            ('e_fid', 'E-FID', False),
-           ('diversity_ratio', 'diversity (fc3)', True),
+           ('judge_fid', 'judge-FID', False),
+           ('diversity_ratio', 'diversity (E fc3)', True),
+           ('diversity_ratio_judge', 'diversity (judge fc3)', True),
            ('diversity_ratio_pixel', 'diversity (pixels)', True))
 
 
@@ -122,7 +127,9 @@ def run_variant(base: ml_collections.ConfigDict, name: str, seed: int,
   return metrics
 
 
-def _mean_std(values: list[float]) -> str:
+def _mean_std(values: list[float | None]) -> str:
+  if not values or any(v is None for v in values):
+    return '-'
   if len(values) == 1:
     return f'{values[0]:.3f}'
   return f'{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}'
@@ -136,15 +143,18 @@ def markdown_table(results: dict[str, list[dict[str, float]]]) -> str:
   real = None
   for name, runs in results.items():
     cells = [VARIANTS[name][0], str(len(runs))]
-    cells += [_mean_std([r[key] for r in runs]) for key, _, _ in COLUMNS]
+    cells += [_mean_std([r.get(key) for r in runs]) for key, _, _ in COLUMNS]
     lines.append('| ' + ' | '.join(cells) + ' |')
     real = real or runs[0]
   if real is not None:
-    ref = {'cond_acc': real['real_cond_acc'], 'e_is': real['real_e_is'],
-           'e_fid': real['real_e_fid'], 'diversity_ratio': 1.0,
+    ref = {'cond_acc': real['real_cond_acc'],
+           'judge_cond_acc': real.get('real_judge_cond_acc'),
+           'e_is': real['real_e_is'], 'e_fid': real['real_e_fid'],
+           'judge_fid': real.get('real_judge_fid'), 'diversity_ratio': 1.0,
+           'diversity_ratio_judge': 1.0 if 'real_judge_fid' in real else None,
            'diversity_ratio_pixel': 1.0}
-    lines.append('| real data (test split; E-FID: train vs test) | | ' +
-                 ' | '.join(f'{ref[key]:.3f}' for key, _, _ in COLUMNS)
+    lines.append('| real data (test split; FIDs: train vs test) | | ' +
+                 ' | '.join(_mean_std([ref[key]]) for key, _, _ in COLUMNS)
                  + ' |')
   return '\n'.join(lines)
 

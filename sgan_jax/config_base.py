@@ -42,7 +42,10 @@ def base_config(dataset: str, arch: str) -> ml_collections.ConfigDict:
 
   c.model = ml_collections.ConfigDict()
   c.model.arch = arch                # 'mnist' | 'cifar' network family
-  c.model.levels = ('fc3',)          # encoder features between image and label
+  # Encoder levels between image and label, one stack above each and one
+  # at the pixels: () is a single conditional GAN G(y, z) -> image, ('fc3',)
+  # the paper's two stacks, ('pool2', 'fc3') three.
+  c.model.levels = ('fc3',)
   c.model.width = 1.0                # multiplies every hidden width
   c.model.conv_impl = 'auto'         # 'xla' | 'fast' | 'auto' (fast on CPU)
   c.model.d_class_logits = False     # K-class (Improved-GAN) D heads
@@ -91,9 +94,13 @@ def base_config(dataset: str, arch: str) -> ml_collections.ConfigDict:
   # Sample-quality metrics (sgan_jax/evaluation.py) every N steps; 0 = off.
   c.log.eval_every = 10000
   c.log.eval_num = 10000             # samples per evaluation
-  # Training steps of the independent classifier behind `judge_cond_acc`
-  # (sgan_jax/judge.py); 0: no judge.
+  # Training steps of the independent classifier behind `judge_cond_acc`,
+  # `judge_fid` and `diversity_ratio_judge` (sgan_jax/judge.py); 0: no judge.
   c.log.judge_steps = 0
+  # Samples (grids, evaluation, the sample CLI) use BN statistics of G's EMA
+  # params recomputed on this many generated samples (sampling.py); 0: G's
+  # training running averages, which belong to the live params.
+  c.log.bn_calibration_num = 0
   return c
 
 
@@ -110,6 +117,8 @@ def tiny(c: ml_collections.ConfigDict) -> None:
   c.log.ckpt_every = 3
   c.log.eval_every = 0
   c.log.judge_steps = 3
+  if c.log.bn_calibration_num:
+    c.log.bn_calibration_num = 32
 
 
 def finalize(c: ml_collections.ConfigDict, arg: str | None,

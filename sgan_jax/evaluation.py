@@ -14,7 +14,10 @@ a reference:
   judge_cond_acc      the same with an independent classifier that no
                       generator was trained against (`judge.Judge`, when
                       `log.judge_steps` > 0); real_judge_cond_acc its test
-                      accuracy.
+                      accuracy. judge_fid and diversity_judge /
+                      diversity_ratio_judge are e_fid and diversity_fc3 on
+                      the judge's fc3 features: a feature space G never
+                      optimised against, so the fairer FID and diversity.
   e_is, e_is_std      Inception Score computed with E's softmax in place of
                       Inception's (10 splits, mean and std); real_e_is on the
                       test set. Ceiling: the number of classes.
@@ -294,7 +297,7 @@ class Evaluator:
                train_arrays: dict[str, np.ndarray] | None = None,
                sample_fn: Callable[..., jax.Array] | None = None,
                inception_fn: FeatureFn | None = None,
-               judge_fn: Callable[[np.ndarray], np.ndarray] | None = None,
+               judge_fn: FeatureFn | None = None,
                splits: int = 10):
     """See `make_evaluator`."""
     if jax.process_count() > 1:
@@ -318,6 +321,7 @@ class Evaluator:
                                         repl),
                           out_shardings=self._batch_sh)
     self._sample_fn = sample_fn
+    self._calibrate = sampling.BatchStatsCalibrator(models, config, mesh)
     self._features = jax.jit(
         make_encoder_features(models, steps.StepConfig.from_config(config)),
         in_shardings=(repl, self._batch_sh),
@@ -366,7 +370,8 @@ class Evaluator:
     """
     start = time.perf_counter()
     real = self.real_metrics(st)
-    images = sampling.generate(self._sample_fn, st, self.labels, key,
+    images = sampling.generate(self._sample_fn, self._calibrate(st),
+                               self.labels, key,
                                batch_size=self._batch,
                                sharding=self._batch_sh)
     out = dict(real)
@@ -396,7 +401,13 @@ class Evaluator:
         'real_diversity_pixel': class_diversity(images, labels) / 255.0,
     }
     if self._judge_fn is not None:
-      real['real_judge_cond_acc'] = _accuracy(self._judge_fn(images), labels)
+      feats, judge_probs = self._judge(images)
+      floor_feats, _ = self._judge(self._train_images)
+      self._real_stats['judge'] = gaussian_stats(feats)
+      real['real_judge_cond_acc'] = _accuracy(judge_probs, labels)
+      real['real_judge_fid'] = frechet_distance(*gaussian_stats(floor_feats),
+                                                *self._real_stats['judge'])
+      real['real_diversity_judge'] = class_diversity(feats, labels)
     if self._inception_fn is not None:
       pool, inception_probs = self._inception(images)
       floor_pool, _ = self._inception(self._train_images)
@@ -425,7 +436,13 @@ class Evaluator:
     out['diversity_ratio_pixel'] = _ratio(out['diversity_pixel'],
                                           self._real['real_diversity_pixel'])
     if self._judge_fn is not None:
-      out['judge_cond_acc'] = _accuracy(self._judge_fn(images), labels)
+      feats, judge_probs = self._judge(images)
+      out['judge_cond_acc'] = _accuracy(judge_probs, labels)
+      out['judge_fid'] = frechet_distance(*gaussian_stats(feats),
+                                          *self._real_stats['judge'])
+      out['diversity_judge'] = class_diversity(feats, labels)
+      out['diversity_ratio_judge'] = _ratio(
+          out['diversity_judge'], self._real['real_diversity_judge'])
     if self._inception_fn is not None:
       pool, inception_probs = self._inception(images)
       out['inception_is'], out['inception_is_std'] = inception_score(
@@ -439,12 +456,20 @@ class Evaluator:
                          self._batch_sh)
 
   def _inception(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    pool, probs = [], []
-    for s in range(0, len(images), self._batch):
-      f, p = self._inception_fn(images[s:s + self._batch])
-      pool.append(np.asarray(f))
-      probs.append(np.asarray(p))
-    return np.concatenate(pool), np.concatenate(probs)
+    return _batched(self._inception_fn, images, self._batch)
+
+  def _judge(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return _batched(self._judge_fn, images, self._batch)
+
+
+def _batched(feature_fn: FeatureFn, images: np.ndarray,
+             batch: int) -> tuple[np.ndarray, np.ndarray]:
+  feats, probs = [], []
+  for s in range(0, len(images), batch):
+    f, p = feature_fn(images[s:s + batch])
+    feats.append(np.asarray(f))
+    probs.append(np.asarray(p))
+  return np.concatenate(feats), np.concatenate(probs)
 
 
 def make_evaluator(models: models_lib.Models,
@@ -455,7 +480,7 @@ def make_evaluator(models: models_lib.Models,
                    train_arrays: dict[str, np.ndarray] | None = None,
                    sample_fn: Callable[..., jax.Array] | None = None,
                    inception_fn: FeatureFn | None = None,
-                   judge_fn: Callable[[np.ndarray], np.ndarray] | None = None
+                   judge_fn: FeatureFn | None = None
                    ) -> Evaluator:
   """Builds the reusable evaluator of a run.
 
@@ -475,8 +500,9 @@ def make_evaluator(models: models_lib.Models,
       trainer's `compiled['sample']`); default: compiled here.
     inception_fn: optional host function uint8 images -> (pool features,
       probabilities) that adds the inception_* metrics.
-    judge_fn: optional host function uint8 images -> class probabilities
-      of an independent classifier (`judge.Judge`); adds judge_cond_acc.
+    judge_fn: optional host function uint8 images -> (features, class
+      probabilities) of an independent classifier (`judge.Judge`); adds
+      judge_cond_acc, judge_fid and diversity_ratio_judge.
 
   Returns:
     An `Evaluator`; `evaluator(state, key)` returns the metrics.
@@ -638,6 +664,9 @@ def format_metrics(step: int, metrics: Metrics, notes: list[str]) -> str:
            'L2, E fc3'),
           ('diversity_pixel', 'real_diversity_pixel', 'the same on pixels in '
            '[0, 1]'),
+          ('judge_fid', 'real_judge_fid', 'FID on the judge\'s fc3 vs test'),
+          ('diversity_judge', 'real_diversity_judge', 'intra-class pairwise '
+           'L2, judge fc3'),
           ('inception_is', 'real_inception_is', 'Inception Score'),
           ('inception_fid', 'real_inception_fid', 'Inception FID')]
   lines = [f'checkpoint step {step}',
@@ -647,9 +676,11 @@ def format_metrics(step: int, metrics: Metrics, notes: list[str]) -> str:
       continue
     sample, real = _show(metrics, key), _show(metrics, real_key)
     lines.append(f'{key:<16}{sample:>16}{real:>16}  {meaning}')
-  lines.append(f'diversity_ratio {metrics["diversity_ratio"]:.3f} (fc3), '
-               f'{metrics["diversity_ratio_pixel"]:.3f} (pixels): samples / '
-               'real; << 1 means mode collapse')
+  judged = (f', {metrics["diversity_ratio_judge"]:.3f} (judge fc3)'
+            if 'diversity_ratio_judge' in metrics else '')
+  lines.append(f'diversity_ratio {metrics["diversity_ratio"]:.3f} (E fc3), '
+               f'{metrics["diversity_ratio_pixel"]:.3f} (pixels){judged}: '
+               'samples / real; << 1 means mode collapse')
   lines += [f'note: {n}' for n in notes]
   return '\n'.join(lines)
 

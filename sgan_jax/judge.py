@@ -30,7 +30,11 @@ _SEED_OFFSET = 7919
 
 
 class Judge:
-  """`judge(images) -> class probabilities` of uint8 images.
+  """`judge(images) -> (fc3 features, class probabilities)` of uint8 images.
+
+  The same contract as an Inception `FeatureFn` of `sgan_jax.evaluation`, so
+  the evaluator computes conditional accuracy, FID and intra-class diversity
+  in the judge's feature space too.
 
   Args:
     config: the run config (data, encoder architecture and optimiser, seed).
@@ -105,24 +109,36 @@ class Judge:
     hp = steps.StepConfig.from_config(self._config)
     encoder = self._models.encoder
 
-    def probabilities(st, images):
+    def features(st, images):
       x = steps.to_model_space(steps.images01({'image': images}), st, hp)
-      logits = encoder.apply({'params': st.encoder.params}, x)
-      return jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
+      fc3 = encoder.apply({'params': st.encoder.params}, x, stop='fc3')
+      logits = encoder.apply({'params': st.encoder.params}, fc3,
+                             start='fc3')
+      return (fc3.astype(jnp.float32),
+              jax.nn.softmax(logits.astype(jnp.float32), axis=-1))
 
     batch_sh = sharding.batch_sharding(self._mesh)
-    self._probabilities = jax.jit(
-        probabilities, in_shardings=(sharding.replicated(self._mesh),
-                                     batch_sh), out_shardings=batch_sh)
+    self._features = jax.jit(
+        features, in_shardings=(sharding.replicated(self._mesh), batch_sh),
+        out_shardings=(batch_sh, batch_sh))
     self._batch_sh = batch_sh
 
-  def __call__(self, images: np.ndarray) -> np.ndarray:
-    """(N, K) class probabilities of (N, H, W, C) uint8 images."""
+  def __call__(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(N, F) fc3 features and (N, K) probabilities of uint8 images.
+
+    Args:
+      images: (N, H, W, C) uint8.
+
+    Returns:
+      The judge's penultimate (fc3) features and its softmax, on the host.
+    """
     self._ensure()
-    n, out = len(images), []
+    n, feats, probs = len(images), [], []
     for s in range(0, n, self._batch):
       # The last chunk is padded: one shape is compiled.
       idx = np.minimum(np.arange(s, s + self._batch), n - 1)
       chunk = jax.device_put(images[idx], self._batch_sh)
-      out.append(np.asarray(self._probabilities(self._state, chunk))[:n - s])
-    return np.concatenate(out)
+      f, p = self._features(self._state, chunk)
+      feats.append(np.asarray(f)[:n - s])
+      probs.append(np.asarray(p)[:n - s])
+    return np.concatenate(feats), np.concatenate(probs)

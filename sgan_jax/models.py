@@ -29,7 +29,8 @@ from sgan_jax import layers
 ENCODER_LEVELS = ('image', 'pool2', 'fc3', 'logits')
 
 _INIT = nn.initializers.normal(0.02)
-_BN = dict(momentum=0.9, epsilon=1e-6)
+BN_MOMENTUM = 0.9
+_BN = dict(momentum=BN_MOMENTUM, epsilon=1e-6)
 
 
 def _lrelu(x):

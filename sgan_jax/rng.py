@@ -25,6 +25,7 @@ ENCODER = 20        # the encoder's pre-training step
 # above any step count.
 EVAL = 0x7FFFFFF0
 INIT = 0x7FFFFFF1
+BN_CALIBRATION = 0x7FFFFFF2
 _STACK_BASE = 1000
 
 
@@ -51,3 +52,8 @@ def eval_key(root: jax.Array) -> jax.Array:
 def init_key(root: jax.Array) -> jax.Array:
   """Key for parameter initialisation."""
   return jax.random.fold_in(root, INIT)
+
+
+def bn_calibration_key(root: jax.Array) -> jax.Array:
+  """Key of the samples that fix the sampling BN statistics."""
+  return jax.random.fold_in(root, BN_CALIBRATION)

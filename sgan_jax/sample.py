@@ -92,6 +92,8 @@ def main(argv):
              if _NEIGHBOURS_GRID.value else None)
   except cli.USER_ERRORS as e:
     cli.exit_with(e)
+  # Sampling BN statistics of the EMA generator (log.bn_calibration_num).
+  st = sampling.BatchStatsCalibrator(models, config, mesh)(st)
   seed = config.seed if _SEED.value is None else _SEED.value
   key = rng.eval_key(jax.random.key(seed))
   repl, batch_sh = sharding.replicated(mesh), sharding.batch_sharding(mesh)

@@ -1,19 +1,25 @@
 """Top-down sampling: y -> G_{N-1} -> ... -> G_0 -> image, and image grids.
 
 Sampling uses the EMA generator params (equal to the live params when
-`optim.ema_decay` is 0) and BatchNorm running averages, so each sample depends
+`optim.ema_decay` is 0) and fixed BatchNorm statistics, so each sample depends
 only on its label, its index and the key, never on what else is in the batch.
+The statistics are G's training running averages, or, with
+`log.bn_calibration_num` > 0, recomputed for the EMA params
+(`BatchStatsCalibrator`): the running averages belong to the live params,
+which the EMA params are not.
 """
 
 
 from etils import epath
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 from PIL import Image
 
 from sgan_jax import models as models_lib
 from sgan_jax import rng
+from sgan_jax import sharding
 from sgan_jax import state as state_lib
 
 
@@ -67,6 +73,71 @@ def make_sample_fn(models: models_lib.Models):
     return decode(st, labels, sample_noise(models, key, indices))
 
   return sample
+
+
+def make_calibrate_fn(models: models_lib.Models, num: int):
+  """Returns calibrate(state, key) -> state for sampling ("precise BN").
+
+  Every G_i's `batch_stats` are replaced by the batch statistics of its EMA
+  params on `num` class-balanced samples generated top-down (G_i fed G_{i+1}'s
+  output, computed with the statistics just found). Params are untouched.
+  The result is for sampling only: training continues from the original.
+
+  Args:
+    models: the run's module definitions.
+    num: samples the statistics are computed over.
+  """
+  keep = models_lib.BN_MOMENTUM
+
+  def calibrate(st: state_lib.SGANState, key: jax.Array):
+    indices = jnp.arange(num, dtype=jnp.int32)
+    zs = sample_noise(models, key, indices)
+    h = jax.nn.one_hot(indices % models.num_classes, models.num_classes)
+    stacks = list(st.stacks)
+    for sm in reversed(models.stacks):
+      stack = stacks[sm.index]
+      # From zero running averages one train-mode update leaves
+      # (1 - momentum) * batch statistic: divide it back out.
+      zeros = jax.tree.map(jnp.zeros_like, stack.g.batch_stats)
+      h, updates = sm.generator.apply(
+          {'params': stack.g_ema, 'batch_stats': zeros}, h, zs[sm.index],
+          train=True, mutable=['batch_stats'])
+      stats = jax.tree.map(lambda v: v / (1.0 - keep),
+                           updates['batch_stats'])
+      stacks[sm.index] = stack.replace(g=stack.g.replace(batch_stats=stats))
+    return st.replace(stacks=tuple(stacks))
+
+  return calibrate
+
+
+class BatchStatsCalibrator:
+  """`calibrator(state) -> state` with sampling BN statistics of the EMA G.
+
+  Identity when `config.log.bn_calibration_num` is 0 (or absent, as in runs
+  older than the key). Compiled once; the key is fixed by `config.seed`, so
+  the same checkpoint always gives the same statistics.
+
+  Args:
+    models: the run's module definitions.
+    config: the run config.
+    mesh: the ('data',) mesh; the state is replicated over it.
+  """
+
+  def __init__(self, models: models_lib.Models,
+               config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh):
+    self.num = int(config.log.get('bn_calibration_num', 0))
+    if self.num < 0:
+      raise ValueError(f'log.bn_calibration_num must be >= 0, got '
+                       f'{self.num}')
+    self._key = rng.bn_calibration_key(jax.random.key(config.seed))
+    self._fn = None
+    if self.num:
+      repl = sharding.replicated(mesh)
+      self._fn = jax.jit(make_calibrate_fn(models, self.num),
+                         in_shardings=(repl, repl), out_shardings=repl)
+
+  def __call__(self, st: state_lib.SGANState) -> state_lib.SGANState:
+    return st if self._fn is None else self._fn(st, self._key)
 
 
 def balanced_labels(num: int, num_classes: int) -> np.ndarray:

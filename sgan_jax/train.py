@@ -160,7 +160,8 @@ def _run(config, workdir, phases, models, mesh, compiled, ckpt, st, arrays,
       arrays, config.data.batch_size, seed=config.seed,
       process_index=jax.process_index(), process_count=jax.process_count())
   progress = _Progress(total, start)
-  grids = _GridWriter(models, compiled['sample'], mesh, root, workdir, writer)
+  grids = _GridWriter(models, config, compiled['sample'], mesh, root, workdir,
+                      writer)
   lc = config.log
   evaluator = None
   if lc.eval_every > 0 and jax.process_count() == 1:
@@ -327,7 +328,9 @@ def _log_evaluation(writer, step: int, scores: dict[str, float]) -> None:
   writer.write_scalars(step, {evaluation.TAG_PREFIX + k: v
                               for k, v in scores.items()})
   judged = (f' judge_cond_acc={scores["judge_cond_acc"]:.3f} (real '
-            f'{scores["real_judge_cond_acc"]:.3f})'
+            f'{scores["real_judge_cond_acc"]:.3f}) judge_fid='
+            f'{scores["judge_fid"]:.3g} (floor {scores["real_judge_fid"]:.3g})'
+            f' diversity_ratio_judge={scores["diversity_ratio_judge"]:.3g}'
             if 'judge_cond_acc' in scores else '')
   logging.info('eval at step %d: cond_acc=%.3f (real %.3f)%s e_fid=%.3g '
                '(floor %.3g) diversity_ratio=%.3g (pixels %.3g)', step,
@@ -339,7 +342,7 @@ def _log_evaluation(writer, step: int, scores: dict[str, float]) -> None:
 class _GridWriter:
   """Class-conditional grids (one row per class) with a fixed key."""
 
-  def __init__(self, models, sample_fn, mesh, root, workdir, writer,
+  def __init__(self, models, config, sample_fn, mesh, root, workdir, writer,
                per_class: int = 10):
     self._labels = sampling.grid_labels(models.num_classes, per_class)
     self._rows = models.num_classes
@@ -351,6 +354,7 @@ class _GridWriter:
       sample_fn = jax.jit(sample_fn,
                           out_shardings=sharding.replicated(mesh))
     self._sample_fn = sample_fn
+    self._calibrate = sampling.BatchStatsCalibrator(models, config, mesh)
     self._key = rng.eval_key(root)
     self._sharding = sharding.batch_sharding(mesh)
     self._dir = epath.Path(workdir) / 'samples'
@@ -358,7 +362,8 @@ class _GridWriter:
     self._batch = _round_up(len(self._labels), mesh.devices.size)
 
   def write(self, step: int, st: state_lib.SGANState) -> str:
-    images = sampling.generate(self._sample_fn, st, self._labels, self._key,
+    images = sampling.generate(self._sample_fn, self._calibrate(st),
+                               self._labels, self._key,
                                batch_size=self._batch,
                                sharding=self._sharding)
     grid = sampling.image_grid(images, self._rows)

@@ -56,9 +56,23 @@ def test_table_has_mean_and_std_over_seeds_and_a_real_row():
   other = dict(run, cond_acc=0.7)
   table = ablate.markdown_table({'sgan': [run, other], 'gan_adv': [run]})
   lines = table.splitlines()
-  assert lines[2].startswith('| SGAN | 2 | 0.800 ± 0.141 | 8.000 ± 0.000')
-  assert lines[3].startswith('| GAN (L_adv) | 1 | 0.900 | 8.000 |')
+  # No judge in these runs: its columns are '-'.
+  assert lines[2].startswith('| SGAN | 2 | 0.800 ± 0.141 | - | 8.000 ± 0.000')
+  assert lines[3].startswith('| GAN (L_adv) | 1 | 0.900 | - | 8.000 |')
   assert lines[4].startswith('| real data') and '0.990' in lines[4]
+
+
+def test_table_shows_the_judge_columns_when_runs_have_them():
+  run = {'cond_acc': 0.9, 'judge_cond_acc': 0.85, 'e_is': 8.0, 'e_fid': 3.0,
+         'judge_fid': 4.0, 'diversity_ratio': 0.9,
+         'diversity_ratio_judge': 0.7, 'diversity_ratio_pixel': 0.8,
+         'real_cond_acc': 0.99, 'real_judge_cond_acc': 0.98,
+         'real_e_is': 9.5, 'real_e_fid': 0.5, 'real_judge_fid': 0.25}
+  lines = ablate.markdown_table({'sgan': [run]}).splitlines()
+  assert lines[2] == ('| SGAN | 1 | 0.900 | 0.850 | 8.000 | 3.000 | 4.000 | '
+                      '0.900 | 0.700 | 0.800 |')
+  assert lines[3].endswith('| | 0.990 | 0.980 | 9.500 | 0.500 | 0.250 | '
+                           '1.000 | 1.000 | 1.000 |')
 
 
 def _npz_data(path):

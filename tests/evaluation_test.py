@@ -202,6 +202,29 @@ def test_evaluator_caches_real_statistics_and_is_deterministic(run):
       first['diversity_fc3'] / first['real_diversity_fc3'])
 
 
+def test_evaluator_scores_in_the_judge_feature_space(run):
+  _, config, st = run
+
+  def pixel_judge(images):
+    # Pixels in [0, 1] as the judge's features: its diversity must equal
+    # the pixel diversity, sample and real alike. Always predicts class 0.
+    x = images.reshape(len(images), -1).astype(np.float64) / 255.0
+    return x, np.eye(10)[np.zeros(len(images), int)]
+
+  out = _evaluator(config, judge_fn=pixel_judge)(
+      st, rng.eval_key(jax.random.key(0)))
+  assert out['diversity_judge'] == pytest.approx(out['diversity_pixel'])
+  assert out['real_diversity_judge'] == pytest.approx(
+      out['real_diversity_pixel'])
+  assert out['diversity_ratio_judge'] == pytest.approx(
+      out['diversity_ratio_pixel'])
+  # A judge that always says 0: right on the 1/10 of balanced samples, and
+  # on the 7 zeros among the 64 test images (labels arange(64) % 10).
+  assert out['judge_cond_acc'] == pytest.approx(0.1)
+  assert out['real_judge_cond_acc'] == pytest.approx(7 / 64)
+  assert out['judge_fid'] >= 0.0 and out['real_judge_fid'] >= 0.0
+
+
 def test_evaluator_rejects_unbalanced_num():
   config = helpers.load_config('mnist')
   models = architectures.build_models(config, 10, (28, 28, 1))
@@ -252,7 +275,9 @@ def test_evaluate_cli(run):
   m = record['metrics']
   for k in ('cond_acc', 'e_is', 'e_fid', 'diversity_ratio', 'real_cond_acc',
             'real_e_is', 'real_e_fid', 'real_diversity_fc3',
-            'judge_cond_acc', 'real_judge_cond_acc'):
+            'judge_cond_acc', 'real_judge_cond_acc', 'judge_fid',
+            'real_judge_fid', 'diversity_ratio_judge',
+            'real_diversity_judge'):
     assert k in m
   # The tiny preset's independent classifier was trained and cached.
   assert 'judge_cond_acc' in out

@@ -29,7 +29,9 @@ def test_judge_learns_caches_and_is_not_the_encoder(tmp_path):
   mesh = sharding.make_mesh()
   first = judge.Judge(config, mesh, train, cache_dir=str(tmp_path),
                       num_steps=80, batch_size=48)
-  probs = first(test['image'])
+  feats, probs = first(test['image'])
+  # fc3 is 256 wide, times the tiny preset's width multiplier.
+  assert feats.shape == (100, int(256 * config.model.width))
   assert probs.shape == (100, 10)
   np.testing.assert_allclose(probs.sum(-1), 1.0, rtol=1e-5)
   assert np.mean(probs.argmax(-1) == test['label']) > 0.5
@@ -37,7 +39,9 @@ def test_judge_learns_caches_and_is_not_the_encoder(tmp_path):
   # A second judge loads the cache instead of training: same outputs.
   again = judge.Judge(config, mesh, train, cache_dir=str(tmp_path),
                       num_steps=80, batch_size=48)
-  np.testing.assert_allclose(again(test['image']), probs, rtol=1e-6)
+  feats_again, probs_again = again(test['image'])
+  np.testing.assert_allclose(probs_again, probs, rtol=1e-6)
+  np.testing.assert_allclose(feats_again, feats, rtol=1e-6)
   # Its initialisation differs from the run's encoder (another seed).
   _, st = helpers.build(config)
   fresh = first._fresh_state()
