@@ -113,13 +113,32 @@ def variant_config(base: ml_collections.ConfigDict, name: str,
   return c
 
 
+# Per run: training seconds summed over the calls that trained, and the
+# step they reached, so a rerun that only re-evaluates keeps the real time.
+TRAIN_TIME_FILE = 'ablation_train_time.json'
+
+
+def _train_seconds(workdir: str, elapsed: float, step: int) -> float:
+  """Adds `elapsed` to the run's recorded training time if it trained."""
+  path = os.path.join(workdir, TRAIN_TIME_FILE)
+  record = {'train_s': 0.0, 'step': -1}
+  if os.path.exists(path):
+    with open(path) as f:
+      record = json.load(f)
+  if step != record['step']:
+    record = {'train_s': record['train_s'] + elapsed, 'step': step}
+    with open(path, 'w') as f:
+      json.dump(record, f)
+  return record['train_s']
+
+
 def run_variant(base: ml_collections.ConfigDict, name: str, seed: int,
                 root: str, num: int) -> dict[str, float]:
   """Trains (or resumes) one run, evaluates it; metrics plus wall time."""
   workdir = os.path.join(root, name, f'seed{seed}')
   start = time.time()
-  train.train_and_evaluate(variant_config(base, name, seed), workdir)
-  trained = time.time() - start
+  st = train.train_and_evaluate(variant_config(base, name, seed), workdir)
+  trained = _train_seconds(workdir, time.time() - start, int(st.step))
   _, metrics, _ = evaluation.evaluate_workdir(workdir, num)
   metrics = dict(metrics, train_s=trained)
   logging.info('%s seed %d: %s', name, seed, {k: round(v, 4) for k, v in
@@ -173,13 +192,14 @@ def write_report(root: str, results: dict[str, list[dict[str, float]]],
       f'{jax.__version__} on {jax.devices()[0].device_kind} '
       f'({jax.device_count()} device(s)).', '',
       markdown_table(results), '',
-      'cond acc: the run\'s encoder E labels the sample with its '
-      'conditioning class (chance 0.1 for the variants without L_cond). '
-      'E-IS / E-FID: Inception Score / FID computed with E instead of '
-      'Inception (domain-classifier scores, comparable only within this '
-      'table). diversity: mean intra-class pairwise distance of samples '
-      'over that of real test images (E fc3 features, pixels); << 1 is mode '
-      'collapse.', '',
+      'cond acc: the run\'s encoder E (or the independent judge '
+      'classifier, which no generator was trained against) labels the '
+      'sample with its conditioning class (chance 0.1 for the variants '
+      'without L_cond). E-IS / E-FID / judge-FID: Inception Score / FID '
+      'computed with E or the judge instead of Inception (domain-classifier '
+      'scores, comparable only within this table). diversity: mean '
+      'intra-class pairwise distance of samples over that of real test '
+      'images (E fc3, judge fc3, pixels); << 1 is mode collapse.', '',
       'Training minutes per run (mean): ' + ', '.join(
           f'{name} {m:.1f}' for name, m in minutes.items()), ''])
   path = os.path.join(root, 'ablation.md')

@@ -1,5 +1,6 @@
 """The Table-1 ablation runner: variant configs, the table, the CLI."""
 
+import json
 import os
 import subprocess
 import sys
@@ -101,11 +102,18 @@ def test_ablate_cli_trains_evaluates_and_tabulates(tmp_path):
   for name in ('sgan_no_joint', 'gan_adv'):
     assert os.path.exists(os.path.join(root, name, 'seed0', 'eval',
                                        'metrics.json'))
-  # A rerun finds every run finished: it only re-evaluates.
+  # A rerun finds every run finished: it only re-evaluates, and keeps the
+  # training times of the first call.
+  def train_seconds():
+    with open(os.path.join(root, 'ablation.json')) as f:
+      return {k: [r['train_s'] for r in runs] for k, runs in json.load(f).items()}
+  first = train_seconds()
+  assert all(t > 0 for runs in first.values() for t in runs)
   again = subprocess.run(args, cwd=helpers.REPO, env=env, capture_output=True,
                          text=True, timeout=900, check=False)
   assert again.returncode == 0, again.stderr[-3000:]
   assert 'step 1/' not in again.stderr
+  assert train_seconds() == first
 
   bad_args = [a for a in args if not a.startswith('--variants')]
   bad = subprocess.run(bad_args + ['--variants=dcgan'], cwd=helpers.REPO,
