@@ -19,7 +19,7 @@ from PIL import Image
 
 from sgan_jax import models as models_lib
 from sgan_jax import rng
-from sgan_jax import sharding
+from sgan_jax import sharding as sharding_lib
 from sgan_jax import state as state_lib
 
 
@@ -132,7 +132,7 @@ class BatchStatsCalibrator:
     self._key = rng.bn_calibration_key(jax.random.key(config.seed))
     self._fn = None
     if self.num:
-      repl = sharding.replicated(mesh)
+      repl = sharding_lib.replicated(mesh)
       self._fn = jax.jit(make_calibrate_fn(models, self.num),
                          in_shardings=(repl, repl), out_shardings=repl)
 
