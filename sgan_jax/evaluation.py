@@ -56,7 +56,6 @@ import ml_collections
 import numpy as np
 
 from sgan_jax import input_pipeline
-from sgan_jax import judge
 from sgan_jax import models as models_lib
 from sgan_jax import rng
 from sgan_jax import runs
@@ -605,6 +604,8 @@ def evaluate_workdir(workdir: str, num: int = 10000, *,
   train_arrays, _ = input_pipeline.load_split(config.data, 'train')
   judge_fn = None
   if config.log.get('judge_steps', 0) > 0:
+    # Imported here: the judge is built on this module's feature helpers.
+    from sgan_jax import judge  # pylint: disable=g-import-not-at-top
     judge_fn = judge.Judge(config, mesh, train_arrays,
                            cache_dir=os.path.join(workdir, EVAL_DIR))
   evaluator = make_evaluator(models, config, mesh, num=num,

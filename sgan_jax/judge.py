@@ -14,11 +14,11 @@ from absl import logging
 from etils import epath
 import flax.serialization
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
 from sgan_jax import architectures
+from sgan_jax import evaluation
 from sgan_jax import input_pipeline
 from sgan_jax import sharding
 from sgan_jax import state as state_lib
@@ -106,22 +106,12 @@ class Judge:
             jax.device_get(st.encoder.params)))
         tmp.replace(self._cache)
     self._state = st
-    hp = steps.StepConfig.from_config(self._config)
-    encoder = self._models.encoder
-
-    def features(st, images):
-      x = steps.to_model_space(steps.images01({'image': images}), st, hp)
-      fc3 = encoder.apply({'params': st.encoder.params}, x, stop='fc3')
-      logits = encoder.apply({'params': st.encoder.params}, fc3,
-                             start='fc3')
-      return (fc3.astype(jnp.float32),
-              jax.nn.softmax(logits.astype(jnp.float32), axis=-1))
-
-    batch_sh = sharding.batch_sharding(self._mesh)
     self._features = jax.jit(
-        features, in_shardings=(sharding.replicated(self._mesh), batch_sh),
-        out_shardings=(batch_sh, batch_sh))
-    self._batch_sh = batch_sh
+        evaluation.make_encoder_features(
+            self._models, steps.StepConfig.from_config(self._config)),
+        in_shardings=(sharding.replicated(self._mesh),
+                      sharding.batch_sharding(self._mesh)),
+        out_shardings=(sharding.batch_sharding(self._mesh),) * 2)
 
   def __call__(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(N, F) fc3 features and (N, K) probabilities of uint8 images.
@@ -133,12 +123,6 @@ class Judge:
       The judge's penultimate (fc3) features and its softmax, on the host.
     """
     self._ensure()
-    n, feats, probs = len(images), [], []
-    for s in range(0, n, self._batch):
-      # The last chunk is padded: one shape is compiled.
-      idx = np.minimum(np.arange(s, s + self._batch), n - 1)
-      chunk = jax.device_put(images[idx], self._batch_sh)
-      f, p = self._features(self._state, chunk)
-      feats.append(np.asarray(f)[:n - s])
-      probs.append(np.asarray(p)[:n - s])
-    return np.concatenate(feats), np.concatenate(probs)
+    return evaluation.encode_images(self._features, self._state, images,
+                                    self._batch,
+                                    sharding.batch_sharding(self._mesh))
