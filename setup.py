@@ -36,5 +36,11 @@ setuptools.setup(
         'test': ['pytest>=8', 'pytest-xdist>=3'],
         # benchmarks/compare_torch.py only; the CPU build on this machine.
         'bench': ['torch==2.13.0'],
+        # sgan_jax.convert_inception (reads pytorch-fid's .pth) and the
+        # tests that check sgan_jax.inception against pytorch-fid's network.
+        # torchvision's PyPI wheel is a CUDA build: only its Python model code
+        # is used (tests/inception_test.py says how it imports on CPU torch).
+        'inception_check': ['torch==2.13.0', 'torchvision==0.28.0',
+                            'pytorch-fid==0.3.0'],
     },
 )

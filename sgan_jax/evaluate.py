@@ -8,6 +8,9 @@ real data, and writes `DIR/eval/metrics.json` (plus TensorBoard events under
 `DIR/eval/` when clu is importable). The scores use the run's own encoder E
 (`e_is`, `e_fid` are domain-classifier analogues of IS/FID, not comparable to
 published Inception numbers); see `sgan_jax/evaluation.py` for each key.
+With --inception_weights it adds real Inception Score / FID (the FID
+InceptionV3 of `sgan_jax/inception.py`; 299 x 299 forwards, about 6 GFLOP per
+image, so minutes on a CPU).
 """
 
 import os
@@ -26,8 +29,8 @@ _WORKDIR = flags.DEFINE_string('workdir', None, 'Workdir of a training run.')
 _NUM = flags.DEFINE_integer('num', 10000, 'Number of samples (a positive '
                             'multiple of the number of classes).')
 _INCEPTION = flags.DEFINE_string(
-    'inception_weights', None, 'InceptionV3 params (.npz) for real Inception '
-    'IS/FID; not supported yet (the run fails saying what is missing).')
+    'inception_weights', None, 'The FID InceptionV3 (.npz from '
+    'python -m sgan_jax.convert_inception) for real Inception IS/FID.')
 _SEED = flags.DEFINE_integer('seed', None, 'Sampling seed (default: the '
                              "run's fixed evaluation key).")
 _BATCH = flags.DEFINE_integer('batch_size', 1000, 'Images per device call.')

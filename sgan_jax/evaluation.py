@@ -34,10 +34,10 @@ a reference:
 The e_* scores are *domain-classifier* scores: E is a small classifier trained
 by this run, so they are comparable between runs that share an encoder (and
 with their real_* references), never with published Inception IS/FID numbers.
-Those need an InceptionV3 network, which this package does not ship:
-`Evaluator` accepts any `inception_fn` and then adds inception_is/_std,
-inception_fid and their real_* references, but `load_inception` cannot yet
-turn a weights file into one (see its docstring).
+Those need the FID InceptionV3 and its weights (`sgan_jax/inception.py`):
+with `inception_weights` (or any `inception_fn`) the evaluator adds
+inception_is/_std, inception_fid and their real_* references, computed the
+same way on InceptionV3's softmax and pool3 features.
 
 Single-process: samples and test images are gathered on this host.
 """
@@ -75,9 +75,9 @@ METRICS_FILE = 'metrics.json'
 # the training run's events, so TensorBoard overlays the two.
 TAG_PREFIX = 'eval/'
 INCEPTION_NOTE = (
-    'Inception IS/FID not computed: sgan_jax ships no InceptionV3 network '
-    '(--inception_weights is reserved for one; see '
-    'sgan_jax/evaluation.py:load_inception)')
+    'Inception IS/FID not computed: pass --inception_weights (the FID '
+    'InceptionV3, converted once with python -m sgan_jax.convert_inception; '
+    'see sgan_jax/inception.py)')
 
 # Rows per block of the pairwise-distance matrix: bounds memory at about
 # _PAIR_BLOCK * N * 8 bytes whatever the class size.
@@ -527,43 +527,27 @@ def _fingerprint(tree: Any) -> str:
 
 
 # ---------------------------------------------------------------------------
-# Inception (not available) and the workdir entry point.
+# Inception and the workdir entry point.
 # ---------------------------------------------------------------------------
 
 
 def load_inception(path: str) -> FeatureFn:
-  """InceptionV3 (pool3 features, softmax) from a `.npz` of its params.
-
-  Not implemented: sgan_jax has no InceptionV3 network definition, and no
-  weights can be downloaded here to check one against reference activations
-  (the TF 2015-12-05 graph that published IS/FID numbers use). A network
-  written blind would give numbers that look like Inception scores without
-  being them. This checks that the file is a readable .npz, then raises.
+  """The FID InceptionV3's (pool3 features, IS softmax) from a `.npz`.
 
   Args:
-    path: the `.npz` file.
+    path: the `.npz` written by `python -m sgan_jax.convert_inception` from
+      pytorch-fid's `pt_inception-2015-12-05-6726825d.pth`.
 
   Returns:
-    Never returns (yet).
+    A `FeatureFn` over uint8 images of any size (resized to 299 x 299).
 
   Raises:
     FileNotFoundError: no such file.
-    ValueError: the file is not a readable .npz.
-    NotImplementedError: always, for a readable file, naming what is missing.
+    ValueError: not a readable .npz, or not that network's arrays.
   """
-  if not os.path.isfile(path):
-    raise FileNotFoundError(f'--inception_weights: {path} not found')
-  try:
-    with np.load(path, allow_pickle=False) as f:
-      count = len(f.files)
-  except (OSError, ValueError) as e:
-    raise ValueError(f'--inception_weights: {path} is not a readable .npz '
-                     f'of arrays ({type(e).__name__})') from e
-  raise NotImplementedError(
-      f'--inception_weights: {path} holds {count} arrays, but sgan_jax has no '
-      'InceptionV3 network to load them into (it must match the weights\' '
-      'layout and be checked against reference Inception activations); '
-      'pass an inception_fn to evaluation.make_evaluator instead')
+  # Imported here: only runs with --inception_weights pay for tracing it.
+  from sgan_jax import inception  # pylint: disable=g-import-not-at-top
+  return inception.make_feature_fn(inception.load_variables(path))
 
 
 def evaluate_workdir(workdir: str, num: int = 10000, *,
@@ -590,7 +574,6 @@ def evaluate_workdir(workdir: str, num: int = 10000, *,
     FileNotFoundError: no run or no checkpoint in `workdir`, or no weights
       file.
     ValueError: bad `num` / `batch_size`, or unreadable data or weights.
-    NotImplementedError: `inception_weights` given (see `load_inception`).
   """
   # Cheap checks first: a typo should fail before a checkpoint is restored.
   config = runs.load_config(workdir)

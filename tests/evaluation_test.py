@@ -13,6 +13,7 @@ from scipy.spatial import distance
 import helpers
 from sgan_jax import architectures
 from sgan_jax import evaluation
+from sgan_jax import inception
 from sgan_jax import rng
 from sgan_jax import sharding
 from sgan_jax import train
@@ -244,9 +245,27 @@ def test_evaluate_workdir_fails_fast_on_bad_input(run, tmp_path):
                                 inception_weights=str(tmp_path / 'x.npz'))
   weights = str(tmp_path / 'inception.npz')
   np.savez(weights, w=np.zeros(3))
-  with pytest.raises(NotImplementedError, match='InceptionV3'):
+  with pytest.raises(ValueError, match='InceptionV3 state dict'):
     evaluation.evaluate_workdir(workdir, 100, inception_weights=weights)
   assert not os.path.exists(os.path.join(workdir, 'eval'))
+
+
+def test_evaluate_workdir_with_inception_weights(run, tmp_path, monkeypatch):
+  workdir, _, _ = run
+  weights = str(tmp_path / 'inception.npz')
+  np.savez(weights, **helpers.random_inception_state_dict())
+  # The network at its smallest input: the scores' plumbing is under test
+  # here (inception_test checks the network itself at 299).
+  monkeypatch.setattr(inception, 'IMAGE_SIZE', 75)
+  _, m, notes = evaluation.evaluate_workdir(workdir, 100,
+                                            inception_weights=weights,
+                                            write=False)
+  for k in ('inception_is', 'inception_fid', 'real_inception_is',
+            'real_inception_fid'):
+    assert np.isfinite(m[k]), k
+  assert 1.0 <= m['inception_is'] <= inception.NUM_CLASSES
+  assert m['inception_fid'] >= 0.0 and m['real_inception_fid'] >= 0.0
+  assert not any(n.startswith('Inception IS/FID not computed') for n in notes)
 
 
 def _cli(*args):

@@ -56,3 +56,25 @@ def tree_equal(a, b) -> bool:
   la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
   return len(la) == len(lb) and all(
       np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(la, lb))
+
+
+def random_inception_state_dict(seed: int = 0) -> dict[str, np.ndarray]:
+  """Random FID-InceptionV3 weights in torch layout, scaled so activations
+  stay O(1) through all 94 conv layers (He-normal convs, BN statistics away
+  from the identity so a transposed or swapped array shows)."""
+  from sgan_jax import inception  # pylint: disable=g-import-not-at-top
+  rs = np.random.RandomState(seed)
+  arrays = {}
+  for name, shape in inception.expected_shapes().items():
+    if name.endswith('conv.weight'):
+      a = rs.randn(*shape) * np.sqrt(2.0 / np.prod(shape[1:]))
+    elif name == 'fc.weight':
+      a = rs.randn(*shape) / np.sqrt(shape[1])
+    elif name.endswith('running_var'):
+      a = rs.uniform(0.5, 2.0, shape)
+    elif name.endswith('bn.weight'):
+      a = rs.uniform(0.5, 1.5, shape)
+    else:  # BN bias and mean, fc bias
+      a = rs.randn(*shape) * 0.1
+    arrays[name] = a.astype(np.float32)
+  return arrays
