@@ -15,7 +15,8 @@ Prints one JSON line per figure ({"name", "value", "unit"}):
       prefetch thread + transfer to the devices) on a synthetic uint8 train
       split of the dataset's size: the loop needs steps/s of it at most;
   peak_gflops_per_s  a square matmul of the same dtype, timed in the same run;
-  mfu  the best step's GFLOP/s over that peak.
+  mfu  the best step's GFLOP/s over that peak;
+  {phase}_scan_steps_per_s  with --scan=K: K steps per call under lax.scan.
 The G-step heuristic is switched off so every step does 1 D + 1 G update and
 the FLOP count is exact. Imports nothing from TensorFlow: synthetic data.
 """
@@ -53,6 +54,9 @@ _NUM_SAMPLES = flags.DEFINE_integer('num_samples', 10000, 'Images sampled.')
 _DEVICES = flags.DEFINE_integer('devices', None, 'Use the first N devices.')
 _JSON = flags.DEFINE_bool('json', False, 'Print only the JSON lines.')
 _PHASES = flags.DEFINE_list('phases', None, 'Subset of phases to time.')
+_SCAN = flags.DEFINE_integer(
+    'scan', 0, 'Also time K steps per call as one lax.scan over K batches '
+    '({phase}_scan_steps_per_s): whether a multi-step knob would pay.')
 
 _SHAPES = {'mnist': (28, 28, 1), 'cifar10': (32, 32, 3),
            'svhn_cropped': (32, 32, 3)}
@@ -77,6 +81,27 @@ def time_fn(fn, repeats: int) -> float:
     fn()
     times.append(time.perf_counter() - t)
   return statistics.median(times)
+
+
+def time_scanned(fn, st, batch, root, name: str, common: dict):
+  """Emits {name}_scan_steps_per_s: K = --scan steps per call, one lax.scan
+  over K copies of the batch. Returns the advanced state."""
+  k = _SCAN.value
+  batches = jax.tree.map(lambda x: jnp.stack([x] * k), batch)
+  scanned = jax.jit(
+      lambda s, bs, key: jax.lax.scan(lambda c, b: fn(c, b, key), s, bs),
+      donate_argnums=0)
+  st, m = scanned(st, batches, root)  # compile
+  jax.block_until_ready(m)
+
+  def run():
+    nonlocal st
+    st, m = scanned(st, batches, root)
+    jax.block_until_ready((st, m))
+
+  sec = time_fn(run, _REPEATS.value) / k
+  emit(f'{name}_scan_steps_per_s', 1.0 / sec, 'steps/s', scan=k, **common)
+  return st
 
 
 def peak_gflops(dtype) -> float:
@@ -148,6 +173,8 @@ def main(argv):
     emit(f'{name}_gflops_per_s', gflops, 'GFLOP/s',
          gflop_per_step=round(flops * mesh.devices.size / 1e9, 4), **common)
     note(f'  {name}: {1e3 * sec:.2f} ms/step, compile {compile_s:.1f} s')
+    if _SCAN.value > 0:
+      st = time_scanned(fn, st, batch, root, name, common)
     if gflops > best[0]:
       best = (gflops, name)
   emit('compile_s', compile_total, 's', **common)
