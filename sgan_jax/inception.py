@@ -66,6 +66,13 @@ class BasicConv(nn.Module):
     return nn.relu(x)
 
 
+# The factorised 1xn / nx1 convolutions of the C and E blocks.
+_ROW_7 = dict(kernel=(1, 7), padding=(0, 3))
+_COL_7 = dict(kernel=(7, 1), padding=(3, 0))
+_ROW_3 = dict(kernel=(1, 3), padding=(0, 1))
+_COL_3 = dict(kernel=(3, 1), padding=(1, 0))
+
+
 def _avg_pool_3x3(x: jax.Array) -> jax.Array:
   # TF's average pool divides by the number of real (unpadded) pixels.
   return nn.avg_pool(x, (3, 3), (1, 1), ((1, 1), (1, 1)),
@@ -77,6 +84,7 @@ def _max_pool_3x3_s2(x: jax.Array) -> jax.Array:
 
 
 class InceptionA(nn.Module):
+  """35x35 block: 1x1, 5x5, double 3x3 and pooled branches."""
   pool_features: int
 
   @nn.compact
@@ -93,6 +101,7 @@ class InceptionA(nn.Module):
 
 
 class InceptionB(nn.Module):
+  """35 -> 17 reduction."""
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -104,13 +113,13 @@ class InceptionB(nn.Module):
 
 
 class InceptionC(nn.Module):
+  """17x17 block with factorised 7x7 convolutions."""
   channels_7x7: int
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     c7 = self.channels_7x7
-    row, col = dict(kernel=(1, 7), padding=(0, 3)), dict(kernel=(7, 1),
-                                                         padding=(3, 0))
+    row, col = _ROW_7, _COL_7
     b1 = BasicConv(192, (1, 1), name='branch1x1')(x)
     b7 = BasicConv(c7, (1, 1), name='branch7x7_1')(x)
     b7 = BasicConv(c7, **row, name='branch7x7_2')(b7)
@@ -125,6 +134,7 @@ class InceptionC(nn.Module):
 
 
 class InceptionD(nn.Module):
+  """17 -> 8 reduction."""
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -143,8 +153,7 @@ class InceptionE(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    row, col = dict(kernel=(1, 3), padding=(0, 1)), dict(kernel=(3, 1),
-                                                         padding=(1, 0))
+    row, col = _ROW_3, _COL_3
     b1 = BasicConv(320, (1, 1), name='branch1x1')(x)
     b3 = BasicConv(384, (1, 1), name='branch3x3_1')(x)
     b3 = jnp.concatenate([BasicConv(384, **row, name='branch3x3_2a')(b3),
@@ -228,11 +237,17 @@ def features_and_probs(variables, images: jax.Array,
 # ---------------------------------------------------------------------------
 
 
-def expected_shapes(size: int = IMAGE_SIZE) -> dict[str, tuple[int, ...]]:
+def expected_shapes() -> dict[str, tuple[int, ...]]:
   """torch state-dict name -> shape, for every array the network needs."""
+  return dict(_expected_shapes())
+
+
+@functools.cache
+def _expected_shapes() -> dict[str, tuple[int, ...]]:
+  # Tracing the network costs about a second; every load needs the table.
   shapes = jax.eval_shape(
       InceptionV3().init, jax.random.key(0),
-      jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32))
+      jax.ShapeDtypeStruct((1, IMAGE_SIZE, IMAGE_SIZE, 3), jnp.float32))
   out = {}
   for path, leaf in jax.tree_util.tree_leaves_with_path(shapes):
     name, shape = _torch_name(path), leaf.shape
