@@ -38,6 +38,7 @@ import os
 import time
 
 from absl import logging
+from flax import traverse_util
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -239,24 +240,7 @@ def features_and_probs(variables, images: jax.Array,
 
 def expected_shapes() -> dict[str, tuple[int, ...]]:
   """torch state-dict name -> shape, for every array the network needs."""
-  return dict(_expected_shapes())
-
-
-@functools.cache
-def _expected_shapes() -> dict[str, tuple[int, ...]]:
-  # Tracing the network costs about a second; every load needs the table.
-  shapes = jax.eval_shape(
-      InceptionV3().init, jax.random.key(0),
-      jax.ShapeDtypeStruct((1, IMAGE_SIZE, IMAGE_SIZE, 3), jnp.float32))
-  out = {}
-  for path, leaf in jax.tree_util.tree_leaves_with_path(shapes):
-    name, shape = _torch_name(path), leaf.shape
-    if len(shape) == 4:  # HWIO -> OIHW
-      shape = (shape[3], shape[2], shape[0], shape[1])
-    elif len(shape) == 2:  # Dense (in, out) -> (out, in)
-      shape = shape[::-1]
-    out[name] = tuple(shape)
-  return out
+  return {name: shape for name, (_, shape) in _layout().items()}
 
 
 _FLAX_TO_TORCH_LEAF = {('params', 'kernel'): 'weight',
@@ -266,10 +250,31 @@ _FLAX_TO_TORCH_LEAF = {('params', 'kernel'): 'weight',
                        ('batch_stats', 'var'): 'running_var'}
 
 
-def _torch_name(path) -> str:
-  keys = [k.key for k in path]
-  collection, modules, leaf = keys[0], keys[1:-1], keys[-1]
-  return '.'.join(modules + [_FLAX_TO_TORCH_LEAF[(collection, leaf)]])
+def _torch_layout(shape: tuple[int, ...]) -> tuple[int, ...]:
+  if len(shape) == 4:  # HWIO -> OIHW
+    return (shape[3], shape[2], shape[0], shape[1])
+  return tuple(shape[::-1])  # Dense (in, out) -> (out, in); 1-D unchanged
+
+
+def _flax_layout(array: np.ndarray) -> np.ndarray:
+  """The inverse of `_torch_layout` on an array."""
+  return array.transpose(2, 3, 1, 0) if array.ndim == 4 else array.T
+
+
+@functools.cache
+def _layout() -> dict[str, tuple[tuple[str, ...], tuple[int, ...]]]:
+  """torch name -> (Flax variables path, torch shape)."""
+  # Tracing the network costs about a second; every load needs the table.
+  shapes = jax.eval_shape(
+      InceptionV3().init, jax.random.key(0),
+      jax.ShapeDtypeStruct((1, IMAGE_SIZE, IMAGE_SIZE, 3), jnp.float32))
+  out = {}
+  for path, leaf in jax.tree_util.tree_leaves_with_path(shapes):
+    keys = tuple(k.key for k in path)
+    collection, modules, last = keys[0], keys[1:-1], keys[-1]
+    name = '.'.join(modules + (_FLAX_TO_TORCH_LEAF[(collection, last)],))
+    out[name] = (keys, _torch_layout(leaf.shape))
+  return out
 
 
 def variables_from_state_dict(arrays: Mapping[str, np.ndarray]):
@@ -305,27 +310,10 @@ def variables_from_state_dict(arrays: Mapping[str, np.ndarray]):
     raise ValueError('not the FID InceptionV3 state dict '
                      '(pt_inception-2015-12-05): '
                      + '; '.join(p for p in parts if p))
-  variables: dict = {'params': {}, 'batch_stats': {}}
-  for name, array in given.items():
-    *modules, leaf = name.split('.')
-    array = np.asarray(array, np.float32)
-    if array.ndim == 4:
-      array, key, collection = array.transpose(2, 3, 1, 0), 'kernel', 'params'
-    elif array.ndim == 2:
-      array, key, collection = array.T, 'kernel', 'params'
-    elif leaf == 'running_mean':
-      key, collection = 'mean', 'batch_stats'
-    elif leaf == 'running_var':
-      key, collection = 'var', 'batch_stats'
-    elif leaf == 'weight':
-      key, collection = 'scale', 'params'
-    else:
-      key, collection = 'bias', 'params'
-    node = variables[collection]
-    for m in modules:
-      node = node.setdefault(m, {})
-    node[key] = jnp.asarray(array)
-  return variables
+  layout = _layout()
+  return traverse_util.unflatten_dict({
+      layout[name][0]: jnp.asarray(_flax_layout(np.asarray(a, np.float32)))
+      for name, a in given.items()})
 
 
 def load_variables(path: str):
