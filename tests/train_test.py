@@ -52,7 +52,10 @@ def test_workdir_of_another_config_is_refused(tmp_path):
     train.train_and_evaluate(config, str(tmp_path), stop_after=1)
   other = _tiny()
   other.stacks[0].z_dim = 7
-  with pytest.raises(train.ConfigMismatchError, match='stacks'):
+  # Mock data here too: the data loads before the workdir check, and a
+  # machine without a tfds cache must not try the network.
+  with tfds.testing.mock_data(num_examples=64), \
+      pytest.raises(train.ConfigMismatchError, match='stacks'):
     train.train_and_evaluate(other, str(tmp_path))
 
 
