@@ -37,26 +37,61 @@ def _lrelu(x):
   return nn.leaky_relu(x, 0.2)
 
 
+def _window_corners(x: jax.Array) -> list[jax.Array]:
+  """The four pixels of every 2x2 window, in row-major window order."""
+  n, h, w, c = x.shape
+  x = x[:, :h - h % 2, :w - w % 2]
+  return [x[:, i::2, j::2] for i in (0, 1) for j in (0, 1)]
+
+
+@jax.custom_vjp
 def max_pool_2x2(x: jax.Array) -> jax.Array:
   """2x2 max pooling with stride 2 (odd trailing rows/columns dropped).
 
-  The same function as `nn.max_pool(x, (2, 2), strides=(2, 2))`, written as a
-  max over a reshape: its gradient is elementwise, where XLA:CPU runs the
-  select-and-scatter gradient of `reduce_window` about 25x slower than the
-  encoder's convolutions. The gradients agree except at ties, where this one
-  splits the cotangent evenly; after a ReLU ties are at zero, where the ReLU
-  passes no gradient either way.
+  The same function and gradient as `nn.max_pool(x, (2, 2), strides=(2, 2))`
+  (at ties the first pixel of the window in row-major order takes the whole
+  cotangent, as in XLA's select-and-scatter and PyTorch), written as
+  elementwise maxima of strided slices with a hand-written VJP: XLA:CPU runs
+  `reduce_window`'s select-and-scatter gradient about 25x slower than the
+  encoder's convolutions, and autodiff of a max over a reshape counts the
+  ties of every window (a reduction and a division per pixel).
   """
-  n, h, w, c = x.shape
-  x = x[:, :h - h % 2, :w - w % 2]
-  return jnp.max(x.reshape(n, h // 2, 2, w // 2, 2, c), axis=(2, 4))
+  a, b, c, d = _window_corners(x)
+  return jnp.maximum(jnp.maximum(a, b), jnp.maximum(c, d))
+
+
+def _max_pool_fwd(x):
+  y = max_pool_2x2(x)
+  return y, (x, y)
+
+
+def _max_pool_bwd(residuals, dy):
+  x, y = residuals
+  taken = jnp.zeros(y.shape, bool)
+  parts = []
+  for corner in _window_corners(x):
+    # Only the first maximum of a window gets the cotangent.
+    hit = (corner == y) & ~taken
+    taken = taken | hit
+    parts.append(jnp.where(hit, dy, jnp.zeros((), dy.dtype)))
+  n, h2, w2, c = y.shape
+  top = jnp.stack(parts[:2], axis=3)  # (n, h2, w2, 2, c): column phase
+  bottom = jnp.stack(parts[2:], axis=3)
+  dx = jnp.stack([top, bottom], axis=2).reshape(n, 2 * h2, 2 * w2, c)
+  h, w = x.shape[1:3]
+  dx = jnp.pad(dx, ((0, 0), (0, h - 2 * h2), (0, w - 2 * w2), (0, 0)))
+  return (dx,)
+
+
+max_pool_2x2.defvjp(_max_pool_fwd, _max_pool_bwd)
 
 
 class Encoder(nn.Module):
   """The frozen bottom-up classifier E, callable level to level.
 
   conv(k5, VALID) -> ReLU -> maxpool 2 -> conv -> ReLU -> maxpool 2 ->
-  flatten ('pool2') -> dense + ReLU ('fc3') -> dense ('logits').
+  flatten ('pool2') -> dense + ReLU ('fc3') -> dense ('logits'); each
+  ReLU -> maxpool pair runs as maxpool -> ReLU, the same function.
 
   Attributes:
     conv_features: widths of the two conv layers (MNIST 32/32, CIFAR 64/128).
@@ -84,7 +119,10 @@ class Encoder(nn.Module):
     """Maps the level before `level` to `level`."""
     if level == 'pool2':
       for conv in self.convs:
-        h = max_pool_2x2(nn.relu(conv(h)))
+        # relu(pool(.)) = pool(relu(.)) in value and gradient (ReLU is
+        # monotone; both pass nothing where the window max is <= 0), and the
+        # ReLU then runs on a quarter of the pixels.
+        h = nn.relu(max_pool_2x2(conv(h)))
       return h.reshape(h.shape[0], -1)
     if level == 'fc3':
       return nn.relu(self.fc3(h))

@@ -88,7 +88,30 @@ def test_max_pool_2x2_equals_flax_max_pool_in_value_and_gradient(shape):
   x = jax.random.normal(jax.random.key(0), shape)
   ref = lambda x: nn.max_pool(x, (2, 2), strides=(2, 2))
   np.testing.assert_array_equal(models.max_pool_2x2(x), ref(x))
-  # After a ReLU (as in the encoder), ties are zeros that pass no gradient.
-  loss = lambda pool: lambda x: jnp.sum(jnp.sin(pool(jax.nn.relu(x))))
+  loss = lambda pool: lambda x: jnp.sum(jnp.sin(pool(x)) * jnp.cos(pool(x)))
   np.testing.assert_array_equal(jax.grad(loss(models.max_pool_2x2))(x),
                                 jax.grad(loss(ref))(x))
+  # Ties: a window of equal pixels sends its whole cotangent to the first
+  # one in row-major order, as flax's (select-and-scatter) gradient does.
+  ties = jnp.round(x)
+  np.testing.assert_array_equal(jax.grad(loss(models.max_pool_2x2))(ties),
+                                jax.grad(loss(ref))(ties))
+  g = jax.grad(lambda v: jnp.sum(models.max_pool_2x2(v)))(jnp.ones(shape))
+  np.testing.assert_array_equal(g[:, 0:2 * (shape[1] // 2):2,
+                                  0:2 * (shape[2] // 2):2], 1.0)
+  assert float(jnp.sum(g)) == np.prod(
+      (shape[0], shape[1] // 2, shape[2] // 2, shape[3]))
+
+
+def test_relu_after_pool_equals_pool_after_relu():
+  # The encoder runs pool -> ReLU in place of ReLU -> pool: the same values
+  # and gradients, including windows whose maximum is 0 or tied.
+  from sgan_jax import models  # pylint: disable=g-import-not-at-top
+  x = jnp.round(2 * jax.random.normal(jax.random.key(1), (2, 10, 8, 3)))
+  r = jax.random.normal(jax.random.key(2), (2, 5, 4, 3))
+  before = lambda v: jnp.sum(r * models.max_pool_2x2(jax.nn.relu(v)))
+  after = lambda v: jnp.sum(r * jax.nn.relu(models.max_pool_2x2(v)))
+  np.testing.assert_array_equal(before(x), after(x))
+  np.testing.assert_array_equal(jax.grad(before)(x), jax.grad(after)(x))
+
+
