@@ -77,6 +77,14 @@ _TORCH_EXTRA = flags.DEFINE_list(
     'counts (contenders torch_t{n}; torch.set_num_threads is switched around '
     'each of their timings). On a loaded machine OpenMP with 2 threads can '
     'be much slower than 1, which would flatter our ratios.')
+_SETTLE_S = flags.DEFINE_float(
+    'settle_s', 0.0, 'Idle seconds before each timing, so that the previous '
+    "contender's worker threads (OpenMP, XLA's pool) have stopped spinning "
+    'and do not compete with the next one.')
+_KEEP = flags.DEFINE_bool(
+    'keep_freed_memory', True, 'glibc keeps freed memory mapped '
+    '(sgan_jax/host_memory.py, the training CLIs\' default). Process-wide, '
+    'so it applies to both PyTorch and JAX.')
 _JSON = flags.DEFINE_bool('json', False, 'Print only the JSON lines.')
 
 _SHAPE = (28, 28, 1)
@@ -232,6 +240,8 @@ def main(argv):
   del argv
   threads = _THREADS.value
   where = _pin_threads(threads)
+  from sgan_jax import host_memory  # pylint: disable=g-import-not-at-top
+  kept = host_memory.keep_freed_memory() if _KEEP.value else False
   import torch  # pylint: disable=g-import-not-at-top
   torch.set_num_threads(threads)
   import jax  # pylint: disable=g-import-not-at-top
@@ -241,7 +251,8 @@ def main(argv):
   batch_np = {'image': r.integers(0, 256, (b, *_SHAPE), dtype=np.uint8),
               'label': (np.arange(b) % 10).astype(np.int32)}
   load0 = os.getloadavg()[0]
-  common = dict(batch=b, threads=threads, torch=torch.__version__,
+  common = dict(batch=b, threads=threads, keep_freed_memory=kept,
+                torch=torch.__version__,
                 jax=jax.__version__, device=jax.devices()[0].device_kind)
   note(f'batch {b}, torch {torch.__version__} with '
        f'{torch.get_num_threads()} threads, jax {jax.__version__} on '
@@ -291,6 +302,8 @@ def main(argv):
     for rep in range(_REPEATS.value):
       k = rep % len(names)
       for name in names[k:] + names[:k]:
+        if _SETTLE_S.value > 0:
+          time.sleep(_SETTLE_S.value)
         t = time.perf_counter()
         contenders[name].run(phase, iters)
         times[name].append((time.perf_counter() - t) / iters)

@@ -12,12 +12,11 @@ the machine hits both alike.
 instead: the all-ones cotangent of a plain sum lets XLA constant-fold parts of
 the backward pass that it cannot fold in training.
 
---no_mmap makes glibc serve every allocation from its heap and keep freed
-memory (mallopt M_MMAP_MAX=0, M_TRIM_THRESHOLD=2 GiB). XLA:CPU allocates
-each call's buffers afresh, and the ones above glibc's mmap threshold are
-then new pages that fault in on first touch; in a VM that can cost more than
-the arithmetic. The same effect from the shell:
-MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=2147483647 python ...
+--no_mmap applies `sgan_jax.host_memory.keep_freed_memory()` (what the
+training CLIs do by default): glibc serves every allocation from its heap,
+never trims it and grows it 256 MiB at a time. XLA:CPU allocates each call's
+buffers afresh, and without it they are new pages that fault in on first
+touch; in a VM that can cost more than the arithmetic.
 
 Prints one JSON line per figure, {"name": ..., "value": ..., "unit": "ms"},
 and per layer a ratio line (xla time / fast time, > 1 means 'fast' wins).
@@ -29,7 +28,6 @@ Usage:
 
 import argparse
 from collections.abc import Callable, Sequence
-import ctypes
 import json
 import statistics
 import time
@@ -39,6 +37,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from sgan_jax import host_memory
 from sgan_jax import layers
 
 IMPLS = ('xla', 'fast')
@@ -190,11 +189,8 @@ def main() -> None:
   parser.add_argument('--no_mmap', action='store_true',
                       help='keep large allocations on the reused malloc heap')
   args = parser.parse_args()
-  if args.no_mmap:
-    libc = ctypes.CDLL('libc.so.6')
-    # mallopt returns 1 on success. M_MMAP_MAX = -4, M_TRIM_THRESHOLD = -1.
-    if not (libc.mallopt(-4, 0) and libc.mallopt(-1, 2**31 - 1)):
-      raise RuntimeError('mallopt failed')
+  if args.no_mmap and not host_memory.keep_freed_memory():
+    raise RuntimeError('mallopt failed')
   print(json.dumps({
       'name': 'backend', 'value': jax.default_backend(),
       'unit': str(jax.devices()[0].device_kind),

@@ -37,6 +37,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from sgan_jax import architectures  # pylint: disable=g-import-not-at-top
+from sgan_jax import host_memory
 from sgan_jax import input_pipeline
 from sgan_jax import jitted
 from sgan_jax import rng
@@ -53,6 +54,9 @@ _REPEATS = flags.DEFINE_integer('repeats', 5, 'Timings per figure (median).')
 _NUM_SAMPLES = flags.DEFINE_integer('num_samples', 10000, 'Images sampled.')
 _DEVICES = flags.DEFINE_integer('devices', None, 'Use the first N devices.')
 _JSON = flags.DEFINE_bool('json', False, 'Print only the JSON lines.')
+_KEEP = flags.DEFINE_bool(
+    'keep_freed_memory', True, 'glibc keeps freed memory mapped, as the '
+    'training CLIs do by default (sgan_jax/host_memory.py).')
 _PHASES = flags.DEFINE_list('phases', None, 'Subset of phases to time.')
 _SCAN = flags.DEFINE_integer(
     'scan', 0, 'Also time K steps per call as one lax.scan over K batches '
@@ -118,6 +122,7 @@ def peak_gflops(dtype) -> float:
 
 def main(argv):
   del argv
+  kept = host_memory.keep_freed_memory() if _KEEP.value else False
   config = _CONFIG.value
   if _BATCH.value:
     config.data.batch_size = _BATCH.value
@@ -143,7 +148,7 @@ def main(argv):
        f'{mesh.devices.size} used, batch {b}, dtype {config.dtype}')
   common = dict(device=jax.devices()[0].device_kind,
                 devices=int(mesh.devices.size), batch=b,
-                config=config.data.name)
+                config=config.data.name, keep_freed_memory=kept)
 
   phases = _PHASES.value or (['encoder'] + [
       f'stack{i}' for i in range(models.num_stacks)] + ['joint'])
