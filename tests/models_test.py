@@ -113,5 +113,3 @@ def test_relu_after_pool_equals_pool_after_relu():
   after = lambda v: jnp.sum(r * jax.nn.relu(models.max_pool_2x2(v)))
   np.testing.assert_array_equal(before(x), after(x))
   np.testing.assert_array_equal(jax.grad(before)(x), jax.grad(after)(x))
-
-
