@@ -21,12 +21,19 @@ the SGAN layer shapes (measured in `benchmarks/conv_benchmark.py`):
 * Kernel gradients: dilated convolutions use the same phase split (XLA's
   kernel gradient of each small stride-1 phase convolution); stride-1 ones
   that enlarge the image a matmul of the input against im2col windows of the
-  output cotangent, built one kernel row at a time; stride-1 ones on one to
-  three image channels (a first layer) the same with windows of the input;
-  the others XLA's own.
+  output cotangent, built one kernel row at a time; ones whose kernel rows
+  read at most 9 input values (a first layer) the same with windows of the
+  input; the others XLA's own.
 * Stride-1 convolutions that enlarge the image into fewer than 8 channels (a
   generator's last layer, an image gradient) are one matmul to k*k*O values
-  per input pixel followed by shifted adds (col2im).
+  per input pixel followed by shifted adds (col2im); into more channels, one
+  convolution per kernel row along W, scattered along H (no multiply-adds
+  with the k - 1 rows of padding).
+* Convolutions whose windows hold at most 32 values (k*k*C: a first layer)
+  are one matmul over im2col patches.
+* Batch-chunked results pass an optimization barrier, so that XLA cannot
+  split a later batch reduction into per-chunk sums that its elementwise
+  fusions then recompute per element.
 * XLA:CPU's convolution kernels slow down 1.5-3.5x when a call's activations
   do not fit the core's cache, so convolutions run over the batch in chunks
   of at most `_CHUNK_ELEMENTS` activation values (input + output).
@@ -60,6 +67,11 @@ _CHUNK_ELEMENTS = 2**19
 # 21.9 ms); at k5 C3 (CIFAR encoder conv1) they are slower, 17.7 vs 11.7 ms.
 _NARROW_ROW_WINDOWS = 9
 _MIN_CHUNK = 8
+# Correlations whose im2col patches hold at most this many values per output
+# pixel (k*k*C: a first layer) are one matmul over them. Forward, batch 100:
+# MNIST encoder conv1 (25) 3.1 vs 4.0 ms, CIFAR D0 conv1 (27) 16 vs 49 ms;
+# the CIFAR encoder conv1 (75) is slower that way, 25.5 vs 19.1 ms.
+_NARROW_PATCHES = 32
 
 
 def out_size(size: int, window: int, stride: int, pads: tuple[int, int]
@@ -114,7 +126,12 @@ def _map_chunks(fn: Callable[[Array], Array], x: Array,
   bounds = _chunk_bounds(x.shape[0], per)
   if len(bounds) == 1:
     return fn(x)
-  return jnp.concatenate([fn(x[s:e]) for s, e in bounds], axis=0)
+  y = jnp.concatenate([fn(x[s:e]) for s, e in bounds], axis=0)
+  # Without the barrier XLA rewrites a batch reduction of y (BatchNorm's
+  # statistics) as a sum of per-chunk reductions and fuses that sum into
+  # every elementwise consumer, where it is recomputed for each element
+  # (MNIST G0: a 0.6 ms ReLU took 8-12 ms).
+  return lax.optimization_barrier(y)
 
 
 def _sum_chunks(fn: Callable[[Array, Array], Array], x: Array,
@@ -284,24 +301,91 @@ def correlate_scatter(x: Array, w: Array, pads: Pads) -> Array:
   return y.astype(x.dtype)
 
 
-def _row_windows(x: Array, row: int, k: int, size: tuple[int, int]
-                 ) -> Array:
+def correlate_rows(x: Array, w: Array, pads: Pads) -> Array:
+  """Stride-1 correlation that scatters kernel rows and correlates columns.
+
+  y[o] = sum_i z_i[o + i - low], where z_i is the correlation of x's own
+  rows (no padding along H) with kernel row i along W. All kernel rows are
+  one convolution to KH*O channels with a 1 x KW kernel, then KH shifted
+  adds. An enlarging correlation (a stride-1 transposed convolution, the
+  input gradient of a VALID one) pads H and W by k - 1; this way no
+  multiply-adds meet the H padding (MNIST G0 8 -> 12: 3.9 instead of 5.9
+  GFLOP per batch of 100, 21 vs 36 ms).
+
+  Args:
+    x: (N, H, W, C) input.
+    w: (KH, KW, C, O) kernel, not flipped.
+    pads: (low, high) zero padding of H and W; negative values crop.
+
+  Returns:
+    (N, Ho, Wo, O) output.
+  """
+  _, h, _, c = x.shape
+  kh, kw, _, o = w.shape
+  ho = out_size(h, kh, 1, pads[0])
+  lo_h = pads[0][0]
+  rows = jnp.transpose(w, (1, 2, 0, 3)).reshape(1, kw, c, kh * o)
+  z = _lax_conv(x, rows, 1, ((0, 0), pads[1]))  # (N, H, Wo, KH*O)
+  acc = jnp.promote_types(x.dtype, jnp.float32)
+  y = sum(pad_hw(t.astype(acc), ((lo_h - i, ho - h - lo_h + i), (0, 0)))
+          for i, t in enumerate(lax.split(z, (o,) * kh, axis=3)))
+  return y.astype(x.dtype)
+
+
+def _window(x: Array, row: int, col: int, size: tuple[int, int],
+            strides: int) -> Array:
+  """The (N, Ho, Wo, C) pixels of padded x that tap (row, col) reads."""
+  (ho, wo), s = size, strides
+  return x[:, row:row + s * (ho - 1) + 1:s, col:col + s * (wo - 1) + 1:s]
+
+
+def _row_windows(x: Array, row: int, k: int, size: tuple[int, int],
+                 strides: int = 1) -> Array:
   """The k windows of kernel row `row` of padded x, concatenated on C."""
-  ho, wo = size
-  return jnp.concatenate([x[:, row:row + ho, j:j + wo] for j in range(k)],
-                         axis=-1)
+  return jnp.concatenate([_window(x, row, j, size, strides)
+                          for j in range(k)], axis=-1)
 
 
-def _kernel_grad_windows(x: Array, dy: Array, k: int, pads: Pads) -> Array:
-  """dL/dw of a stride-1 correlation as one matmul per kernel row:
-  dw[i, j] = sum_p pad(x)[p + (i, j)]^T dy[p], with the k windows of row i
+def correlate_patches(x: Array, w: Array, strides: int, pads: Pads
+                      ) -> Array:
+  """im2col correlation: the k*k windows side by side, one matmul.
+
+  For a first layer the patches are only k*k*C values per output pixel, and
+  the matmul keeps both cores busy where XLA:CPU's convolution kernels for
+  so few channels do not.
+
+  Args:
+    x: (N, H, W, C) input.
+    w: (k, k, C, O) kernel.
+    strides: window stride.
+    pads: (low, high) zero padding of H and W; negative values crop.
+
+  Returns:
+    (N, Ho, Wo, O) output.
+  """
+  k, _, c, o = w.shape
+  size = (out_size(x.shape[1], k, strides, pads[0]),
+          out_size(x.shape[2], k, strides, pads[1]))
+  xp = pad_hw(x, pads)
+  patches = jnp.concatenate([_row_windows(xp, i, k, size, strides)
+                             for i in range(k)], axis=-1)  # (row, col, C)
+  return lax.dot_general(
+      patches, w.reshape(k * k * c, o), (((3,), (0,)), ((), ())),
+      preferred_element_type=jnp.promote_types(x.dtype, jnp.float32),
+  ).astype(x.dtype)
+
+
+def _kernel_grad_windows(x: Array, dy: Array, k: int, strides: int,
+                         pads: Pads) -> Array:
+  """dL/dw of a correlation as one matmul per kernel row:
+  dw[i, j] = sum_p pad(x)[s*p + (i, j)]^T dy[p], with the k windows of row i
   side by side on the channel axis: for a first layer on 1-3 channels, a
   K = N*Ho*Wo matmul where XLA's own kernel gradient runs far below matmul
   speed."""
   acc = jnp.promote_types(x.dtype, jnp.float32)
   xp = pad_hw(x, pads)
   size = dy.shape[1:3]
-  rows = [lax.dot_general(_row_windows(xp, i, k, size), dy,
+  rows = [lax.dot_general(_row_windows(xp, i, k, size, strides), dy,
                           (((0, 1, 2), (0, 1, 2)), ((), ())),
                           preferred_element_type=acc)
           for i in range(k)]  # each (k*C, O), ordered (tap j, channel)
@@ -340,8 +424,12 @@ def _forward(x: Array, w: Array, strides: int, dilation: int,
     if strides != 1:
       raise NotImplementedError('Both strides and input dilation > 1.')
     return _dilated(x, w, dilation, pads)
-  if strides == 1 and o < _FEW_CHANNELS and _enlarges(x.shape, k, pads):
-    return correlate_scatter(x, w, pads)
+  if k * k * x.shape[-1] <= _NARROW_PATCHES:
+    return correlate_patches(x, w, strides, pads)
+  if strides == 1 and _enlarges(x.shape, k, pads):
+    if o < _FEW_CHANNELS:
+      return correlate_scatter(x, w, pads)
+    return correlate_rows(x, w, pads)
   out_h = out_size(x.shape[1], k, strides, pads[0])
   out_w = out_size(x.shape[2], k, strides, pads[1])
   return _map_chunks(lambda xc: _lax_conv(xc, w, strides, pads), x,
@@ -392,8 +480,8 @@ def _conv_bwd(strides, dilation, pads, residuals, dy):
     dw = _dilated_kernel_grad(x, dy, k, dilation, pads)
   elif strides == 1 and _enlarges(x.shape, k, pads):
     dw = _kernel_grad_scattered(x, dy, k, pads)
-  elif strides == 1 and k * x.shape[-1] <= _NARROW_ROW_WINDOWS:
-    dw = _kernel_grad_windows(x, dy, k, pads)
+  elif k * x.shape[-1] <= _NARROW_ROW_WINDOWS:
+    dw = _kernel_grad_windows(x, dy, k, strides, pads)
   else:
     def grad(xc, dc):
       _, vjp = jax.vjp(lambda v: _lax_conv(xc, v, strides, pads), w)

@@ -163,9 +163,13 @@ class LayersMatchFlaxTest(parameterized.TestCase):
         y, vjp_ref = jax.vjp(ref, x, w)
         dy = jax.random.normal(jax.random.key(i + 200), y.shape)
         got, vjp_fast = jax.vjp(fast, x, w)
-        scatter = (conv_cpu.correlate_scatter(x, w, pads)
-                   if strides == dilation == 1 else y)
-        out.append((y, got, scatter, vjp_ref(dy), vjp_fast(dy)))
+        # The whole-layer formulations that only some shapes route to.
+        others = [conv_cpu.correlate_patches(x, w, strides, pads)
+                  ] if dilation == 1 else []
+        if strides == dilation == 1:
+          others += [conv_cpu.correlate_scatter(x, w, pads),
+                     conv_cpu.correlate_rows(x, w, pads)]
+        out.append((y, got, others, vjp_ref(dy), vjp_fast(dy)))
       return out
 
     if chunk_elements is None:
@@ -174,12 +178,11 @@ class LayersMatchFlaxTest(parameterized.TestCase):
       with mock.patch.object(conv_cpu, '_CHUNK_ELEMENTS', chunk_elements), \
           mock.patch.object(conv_cpu, '_MIN_CHUNK', 1):
         results = jax.jit(run)()
-    for (want, got, scatter, grads_ref, grads), problem in zip(results,
-                                                               problems):
-      np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-5,
-                                 err_msg=str(problem))
-      np.testing.assert_allclose(scatter, want, atol=1e-4, rtol=1e-5,
-                                 err_msg=str(problem))
+    for (want, got, others, grads_ref, grads), problem in zip(results,
+                                                              problems):
+      for y in (got, *others):
+        np.testing.assert_allclose(y, want, atol=1e-4, rtol=1e-5,
+                                   err_msg=str(problem))
       for g, r in zip(grads, grads_ref):
         scale = float(jnp.max(jnp.abs(r)))
         np.testing.assert_allclose(g, r, atol=1e-5 * scale, rtol=1e-5,
