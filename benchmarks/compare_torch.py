@@ -85,6 +85,9 @@ _KEEP = flags.DEFINE_bool(
     'keep_freed_memory', True, 'glibc keeps freed memory mapped '
     '(sgan_jax/host_memory.py, the training CLIs\' default). Process-wide, '
     'so it applies to both PyTorch and JAX.')
+_EIGEN = flags.DEFINE_bool(
+    'eigen_convolutions', True, 'XLA:CPU convolutions on Eigen, as the '
+    'training CLIs do by default (sgan_jax/xla_cpu_flags.py).')
 _JSON = flags.DEFINE_bool('json', False, 'Print only the JSON lines.')
 
 _SHAPE = (28, 28, 1)
@@ -242,6 +245,8 @@ def main(argv):
   where = _pin_threads(threads)
   from sgan_jax import host_memory  # pylint: disable=g-import-not-at-top
   kept = host_memory.keep_freed_memory() if _KEEP.value else False
+  from sgan_jax import xla_cpu_flags  # pylint: disable=g-import-not-at-top
+  eigen = xla_cpu_flags.use_eigen_convolutions() if _EIGEN.value else False
   import torch  # pylint: disable=g-import-not-at-top
   torch.set_num_threads(threads)
   import jax  # pylint: disable=g-import-not-at-top
@@ -252,6 +257,7 @@ def main(argv):
               'label': (np.arange(b) % 10).astype(np.int32)}
   load0 = os.getloadavg()[0]
   common = dict(batch=b, threads=threads, keep_freed_memory=kept,
+                eigen_convolutions=eigen,
                 torch=torch.__version__,
                 jax=jax.__version__, device=jax.devices()[0].device_kind)
   note(f'batch {b}, torch {torch.__version__} with '

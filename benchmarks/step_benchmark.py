@@ -44,6 +44,7 @@ from sgan_jax import rng
 from sgan_jax import sampling
 from sgan_jax import sharding
 from sgan_jax import state as state_lib
+from sgan_jax import xla_cpu_flags
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file.',
                                           lock_config=False)
@@ -57,6 +58,9 @@ _JSON = flags.DEFINE_bool('json', False, 'Print only the JSON lines.')
 _KEEP = flags.DEFINE_bool(
     'keep_freed_memory', True, 'glibc keeps freed memory mapped, as the '
     'training CLIs do by default (sgan_jax/host_memory.py).')
+_EIGEN = flags.DEFINE_bool(
+    'eigen_convolutions', True, 'XLA:CPU convolutions on Eigen, as the '
+    'training CLIs do by default (sgan_jax/xla_cpu_flags.py).')
 _PHASES = flags.DEFINE_list('phases', None, 'Subset of phases to time.')
 _SCAN = flags.DEFINE_integer(
     'scan', 0, 'Also time K steps per call as one lax.scan over K batches '
@@ -123,6 +127,7 @@ def peak_gflops(dtype) -> float:
 def main(argv):
   del argv
   kept = host_memory.keep_freed_memory() if _KEEP.value else False
+  eigen = xla_cpu_flags.use_eigen_convolutions() if _EIGEN.value else False
   config = _CONFIG.value
   if _BATCH.value:
     config.data.batch_size = _BATCH.value
@@ -148,7 +153,8 @@ def main(argv):
        f'{mesh.devices.size} used, batch {b}, dtype {config.dtype}')
   common = dict(device=jax.devices()[0].device_kind,
                 devices=int(mesh.devices.size), batch=b,
-                config=config.data.name, keep_freed_memory=kept)
+                config=config.data.name, keep_freed_memory=kept,
+                eigen_convolutions=eigen)
 
   phases = _PHASES.value or (['encoder'] + [
       f'stack{i}' for i in range(models.num_stacks)] + ['joint'])
