@@ -39,6 +39,7 @@ import jax.numpy as jnp
 
 from sgan_jax import host_memory
 from sgan_jax import layers
+from sgan_jax import xla_cpu_flags
 
 IMPLS = ('xla', 'fast')
 
@@ -188,12 +189,18 @@ def main() -> None:
   parser.add_argument('--cotangent', choices=('sum', 'random'), default='sum')
   parser.add_argument('--no_mmap', action='store_true',
                       help='keep large allocations on the reused malloc heap')
+  parser.add_argument('--ynnpack_convolutions', action='store_true',
+                      help="leave XLA:CPU's convolutions on YNNPACK (the "
+                      'CLIs hand them to Eigen: sgan_jax/xla_cpu_flags.py)')
   args = parser.parse_args()
+  eigen = (not args.ynnpack_convolutions
+           and xla_cpu_flags.use_eigen_convolutions())
   if args.no_mmap and not host_memory.keep_freed_memory():
     raise RuntimeError('mallopt failed')
   print(json.dumps({
       'name': 'backend', 'value': jax.default_backend(),
       'unit': str(jax.devices()[0].device_kind),
+      'eigen_convolutions': eigen,
   }), flush=True)
   run(args.batch, args.repeats, args.only, args.cotangent)
 
