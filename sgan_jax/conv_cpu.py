@@ -294,11 +294,7 @@ def correlate_scatter(x: Array, w: Array, pads: Pads) -> Array:
       pad_hw(t, ((0, 0), (lo_w - j, wo - wd - lo_w + j)))
       for j, t in enumerate(lax.split(z, (kh * o,) * kw, axis=3))
   )  # (N, H, Wo, KH*O): one group of O channels per row tap.
-  y = sum(
-      pad_hw(t, ((lo_h - i, ho - h - lo_h + i), (0, 0)))
-      for i, t in enumerate(lax.split(u, (o,) * kh, axis=3))
-  )
-  return y.astype(x.dtype)
+  return _add_row_taps(u, kh, lo_h, ho).astype(x.dtype)
 
 
 def correlate_rows(x: Array, w: Array, pads: Pads) -> Array:
@@ -320,16 +316,22 @@ def correlate_rows(x: Array, w: Array, pads: Pads) -> Array:
   Returns:
     (N, Ho, Wo, O) output.
   """
-  _, h, _, c = x.shape
-  kh, kw, _, o = w.shape
-  ho = out_size(h, kh, 1, pads[0])
-  lo_h = pads[0][0]
+  kh, kw, c, o = w.shape
+  ho = out_size(x.shape[1], kh, 1, pads[0])
   rows = jnp.transpose(w, (1, 2, 0, 3)).reshape(1, kw, c, kh * o)
   z = _lax_conv(x, rows, 1, ((0, 0), pads[1]))  # (N, H, Wo, KH*O)
   acc = jnp.promote_types(x.dtype, jnp.float32)
-  y = sum(pad_hw(t.astype(acc), ((lo_h - i, ho - h - lo_h + i), (0, 0)))
-          for i, t in enumerate(lax.split(z, (o,) * kh, axis=3)))
-  return y.astype(x.dtype)
+  return _add_row_taps(z.astype(acc), kh, pads[0][0], ho).astype(x.dtype)
+
+
+def _add_row_taps(u: Array, kh: int, lo_h: int, ho: int) -> Array:
+  """Overlap-add along H: sum_i of u's i-th group of channels (one per
+  kernel row tap i, of kh), shifted down by lo_h - i, as ho output rows."""
+  h = u.shape[1]
+  return sum(
+      pad_hw(t, ((lo_h - i, ho - h - lo_h + i), (0, 0)))
+      for i, t in enumerate(lax.split(u, (u.shape[-1] // kh,) * kh, axis=3))
+  )
 
 
 def _window(x: Array, row: int, col: int, size: tuple[int, int],
