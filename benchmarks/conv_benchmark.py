@@ -2,8 +2,10 @@ r"""Times sgan_jax.layers convolutions, impl='xla' against impl='fast'.
 
 For every MNIST layer shape of the SGAN generator G0, discriminator D0 and
 encoder, and for the whole G0 and D0 convolution stacks, this times one
-jitted forward + backward pass (the gradient of the sum of the outputs with
-respect to the input and all parameters) at batch 100. Compilation is
+jitted forward + backward pass (the sum of the outputs and its gradient with
+respect to the input and all parameters) at batch 100. The value is returned
+so that the forward convolution runs: the gradient of a loss linear in the
+output does not need the output, and XLA would drop the forward pass. Compilation is
 excluded; each figure is the median of several repeats, and the two
 implementations are timed alternately so that load from other processes on
 the machine hits both alike.
@@ -18,8 +20,9 @@ never trims it and grows it 256 MiB at a time. XLA:CPU allocates each call's
 buffers afresh, and without it they are new pages that fault in on first
 touch; in a VM that can cost more than the arithmetic.
 
-Prints one JSON line per figure, {"name": ..., "value": ..., "unit": "ms"},
-and per layer a ratio line (xla time / fast time, > 1 means 'fast' wins).
+Prints one JSON line per figure, {"name": ..., "value": ..., "unit": "ms"}
+with XLA's FLOP count of the call ("gflop") and the rate that gives
+("gflops_per_s"), and per layer a ratio line (xla time / fast time, > 1 means 'fast' wins).
 
 Usage:
   python benchmarks/conv_benchmark.py [--batch 100] [--repeats 7] \
@@ -127,14 +130,23 @@ CASES: dict[str, tuple[Callable[[str], nn.Module], tuple[int, ...]]] = {
 
 def _compiled_fwd_bwd(module: nn.Module, params: Any, x: jax.Array,
                       cotangent: jax.Array | None):
-  """Compiles grad(sum(module(x) [* cotangent])) w.r.t. (params, x)."""
+  """Compiles value_and_grad(sum(module(x) [* cotangent])) w.r.t. (params,
+  x); the value keeps the forward pass in the compiled call."""
 
   def loss(params, x, cotangent):
     y = module.apply(params, x)
     return jnp.sum(y if cotangent is None else y * cotangent)
 
-  return jax.jit(jax.grad(loss, argnums=(0, 1))).lower(
+  return jax.jit(jax.value_and_grad(loss, argnums=(0, 1))).lower(
       params, x, cotangent).compile()
+
+
+def _flops(compiled) -> float:
+  """XLA's FLOP count of a compiled call (0 when it gives none)."""
+  cost = compiled.cost_analysis()
+  if isinstance(cost, (list, tuple)):  # older jax: one dict per device
+    cost = cost[0] if cost else {}
+  return float((cost or {}).get('flops', 0.0))
 
 
 def run(batch: int, repeats: int, only: Sequence[str],
@@ -167,10 +179,13 @@ def run(batch: int, repeats: int, only: Sequence[str],
         times[impl].append(1e3 * (time.perf_counter() - start))
     medians = {impl: statistics.median(t) for impl, t in times.items()}
     for impl in IMPLS:
+      flops = _flops(fns[impl])
       print(json.dumps({
           'name': f'{name}/{impl}',
           'value': round(medians[impl], 3),
           'unit': 'ms',
+          'gflop': round(flops / 1e9, 3),
+          'gflops_per_s': round(flops / 1e6 / medians[impl], 1),
       }), flush=True)
     print(json.dumps({
         'name': f'{name}/speedup_xla_over_fast',
