@@ -21,9 +21,11 @@ the SGAN layer shapes (measured in `benchmarks/conv_benchmark.py`):
 * Kernel gradients: dilated convolutions use the same phase split (XLA's
   kernel gradient of each small stride-1 phase convolution); stride-1 ones
   that enlarge the image a matmul of the input against im2col windows of the
-  output cotangent, built one kernel row at a time; ones whose kernel rows
-  read at most 9 input values (a first layer) the same with windows of the
-  input; the others XLA's own.
+  output cotangent, built one kernel row at a time, or all at once when they
+  hold at most 32 values (k*k*O: a generator's last layer); first layers
+  (k*k*C at most 32) one matmul with the forward pass's own im2col patches,
+  and ones whose kernel rows read at most 9 input values the same one kernel
+  row at a time; the others XLA's own.
 * Stride-1 convolutions that enlarge the image into fewer than 8 channels (a
   generator's last layer, an image gradient) are one matmul to k*k*O values
   per input pixel followed by shifted adds (col2im); into more channels, one
@@ -348,6 +350,17 @@ def _row_windows(x: Array, row: int, k: int, size: tuple[int, int],
                           for j in range(k)], axis=-1)
 
 
+def _patches(x: Array, k: int, strides: int, pads: Pads,
+             size: tuple[int, int]) -> Array:
+  """im2col: the (N, Ho, Wo, k*k*C) windows of padded x, ordered (row, col,
+  C). The forward pass, the kernel gradient and (for an enlarging layer) the
+  input gradient of a first layer build the same patches with this one
+  function, so XLA computes them once (common-subexpression elimination)."""
+  xp = pad_hw(x, pads)
+  return jnp.concatenate([_row_windows(xp, i, k, size, strides)
+                          for i in range(k)], axis=-1)
+
+
 def correlate_patches(x: Array, w: Array, strides: int, pads: Pads
                       ) -> Array:
   """im2col correlation: the k*k windows side by side, one matmul.
@@ -368,13 +381,22 @@ def correlate_patches(x: Array, w: Array, strides: int, pads: Pads
   k, _, c, o = w.shape
   size = (out_size(x.shape[1], k, strides, pads[0]),
           out_size(x.shape[2], k, strides, pads[1]))
-  xp = pad_hw(x, pads)
-  patches = jnp.concatenate([_row_windows(xp, i, k, size, strides)
-                             for i in range(k)], axis=-1)  # (row, col, C)
   return lax.dot_general(
-      patches, w.reshape(k * k * c, o), (((3,), (0,)), ((), ())),
+      _patches(x, k, strides, pads, size), w.reshape(k * k * c, o),
+      (((3,), (0,)), ((), ())),
       preferred_element_type=jnp.promote_types(x.dtype, jnp.float32),
   ).astype(x.dtype)
+
+
+def _kernel_grad_patches(x: Array, dy: Array, k: int, strides: int,
+                         pads: Pads) -> Array:
+  """dL/dw of a first-layer correlation: dw = patches(x)^T dy, one matmul
+  over all N*Ho*Wo output pixels with the forward pass's own patches."""
+  dw = lax.dot_general(
+      _patches(x, k, strides, pads, dy.shape[1:3]), dy,
+      (((0, 1, 2), (0, 1, 2)), ((), ())),
+      preferred_element_type=jnp.promote_types(x.dtype, jnp.float32))
+  return dw.reshape(k, k, x.shape[-1], dy.shape[-1])
 
 
 def _kernel_grad_windows(x: Array, dy: Array, k: int, strides: int,
@@ -404,8 +426,16 @@ def _kernel_grad_scattered(x: Array, dy: Array, k: int, pads: Pads
   pads_dx = tuple((k - 1 - lo, n - 1 + lo - (m - 1))
                   for (lo, _), n, m in zip(pads, x.shape[1:3],
                                            dy.shape[1:3]))
-  dyp = pad_hw(dy, pads_dx)
   size = x.shape[1:3]
+  if k * k * o <= _NARROW_PATCHES:
+    # Few output channels (a generator's last layer): all windows of dy are
+    # the patches the input gradient builds anyway, and one matmul reads x
+    # once instead of once per kernel row.
+    dw = lax.dot_general(_patches(dy, k, 1, pads_dx, size), x,
+                         (((0, 1, 2), (0, 1, 2)), ((), ())),
+                         preferred_element_type=acc)  # (k*k*O, C), flipped
+    return jnp.transpose(dw.reshape(k, k, o, c)[::-1, ::-1], (0, 1, 3, 2))
+  dyp = pad_hw(dy, pads_dx)
   rows = [lax.dot_general(x, _row_windows(dyp, i, k, size),
                           (((0, 1, 2), (0, 1, 2)), ((), ())),
                           preferred_element_type=acc)
@@ -482,6 +512,8 @@ def _conv_bwd(strides, dilation, pads, residuals, dy):
     dw = _dilated_kernel_grad(x, dy, k, dilation, pads)
   elif strides == 1 and _enlarges(x.shape, k, pads):
     dw = _kernel_grad_scattered(x, dy, k, pads)
+  elif k * k * x.shape[-1] <= _NARROW_PATCHES:
+    dw = _kernel_grad_patches(x, dy, k, strides, pads)
   elif k * x.shape[-1] <= _NARROW_ROW_WINDOWS:
     dw = _kernel_grad_windows(x, dy, k, strides, pads)
   else:
