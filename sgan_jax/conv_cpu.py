@@ -353,9 +353,10 @@ def _row_windows(x: Array, row: int, k: int, size: tuple[int, int],
 def _patches(x: Array, k: int, strides: int, pads: Pads,
              size: tuple[int, int]) -> Array:
   """im2col: the (N, Ho, Wo, k*k*C) windows of padded x, ordered (row, col,
-  C). The forward pass, the kernel gradient and (for an enlarging layer) the
-  input gradient of a first layer build the same patches with this one
-  function, so XLA computes them once (common-subexpression elimination)."""
+  C). A first layer's forward pass and kernel gradient, and a generator's
+  last layer's input and kernel gradients, build the same patches with this
+  one function, so XLA computes them once (common-subexpression
+  elimination)."""
   xp = pad_hw(x, pads)
   return jnp.concatenate([_row_windows(xp, i, k, size, strides)
                           for i in range(k)], axis=-1)
