@@ -5,10 +5,10 @@ encoder, and for the whole G0 and D0 convolution stacks, this times one
 jitted forward + backward pass (the sum of the outputs and its gradient with
 respect to the input and all parameters) at batch 100. The value is returned
 so that the forward convolution runs: the gradient of a loss linear in the
-output does not need the output, and XLA would drop the forward pass. Compilation is
-excluded; each figure is the median of several repeats, and the two
-implementations are timed alternately so that load from other processes on
-the machine hits both alike.
+output does not need the output, and XLA would drop the forward pass.
+Compilation is excluded; each figure is the median of several repeats, and
+the two implementations are timed alternately so that load from other
+processes on the machine hits both alike.
 
 --cotangent=random differentiates sum(outputs * r) for a fixed random r
 instead: the all-ones cotangent of a plain sum lets XLA constant-fold parts of
@@ -22,7 +22,8 @@ touch; in a VM that can cost more than the arithmetic.
 
 Prints one JSON line per figure, {"name": ..., "value": ..., "unit": "ms"}
 with XLA's FLOP count of the call ("gflop") and the rate that gives
-("gflops_per_s"), and per layer a ratio line (xla time / fast time, > 1 means 'fast' wins).
+("gflops_per_s"), and per layer a ratio line (xla time / fast time, > 1
+means 'fast' wins).
 
 Usage:
   python benchmarks/conv_benchmark.py [--batch 100] [--repeats 7] \
