@@ -4,6 +4,10 @@ Kept apart from `train.py` so benchmarks and tools can compile the exact
 training steps without importing the data pipeline (TensorFlow).
 """
 
+from collections.abc import Mapping, Sequence
+from concurrent import futures
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -73,3 +77,31 @@ def compile_steps(models: models_lib.Models,
       sampling.make_sample_fn(models), in_shardings=(repl, batch, batch, repl),
       out_shardings=batch)
   return compiled
+
+
+def compile_ahead(fns: Mapping[str, jax.stages.Wrapped], args: Sequence[Any]
+                  ) -> dict[str, jax.stages.Compiled]:
+  """Lowers and compiles every function of `fns` for `args`, concurrently.
+
+  XLA:CPU spreads one compile's code generation over the cores, but tracing,
+  lowering and the rest of a compile run on one thread: compiling the
+  phases' steps side by side fills the idle core (all MNIST steps: 52.9 s
+  one after another, 43.6 s together on the 2-core VM). With the persistent
+  compilation cache on (`cli.py`), a rerun loads them instead.
+
+  Args:
+    fns: jitted functions by name, all taking `args`.
+    args: arrays, or `jax.ShapeDtypeStruct`s with their shardings.
+
+  Returns:
+    The compiled executables by name; each takes arrays shaped, typed and
+    sharded like `args` and never recompiles.
+  """
+  if not fns:
+    return {}
+
+  def compile_one(name):
+    return name, fns[name].lower(*args).compile()
+
+  with futures.ThreadPoolExecutor(len(fns)) as pool:
+    return dict(pool.map(compile_one, fns))

@@ -175,6 +175,8 @@ def _run(config, workdir, phases, models, mesh, compiled, ckpt, st, arrays,
         models, config, mesh, num=lc.eval_num, train_arrays=arrays,
         sample_fn=compiled['sample'], judge_fn=judge_fn)
   end = total if stop_after is None else min(total, max(stop_after, start))
+  step_fns = _compile_phase_steps(config, phases, start, end, compiled, mesh,
+                                  st, arrays, root)
   batches = input_pipeline.iterate_batches(sampler, start, end - start)
   for step, local_batch in batches:
     phase = schedule_lib.phase_at(phases, step)
@@ -182,7 +184,7 @@ def _run(config, workdir, phases, models, mesh, compiled, ckpt, st, arrays,
         and config.schedule.reset_optimizers_for_joint):
       st = compiled['reset_optimizers'](st)
     batch = sharding.shard_batch(local_batch, mesh)
-    st, metrics = compiled[phase.name](st, batch, root)
+    st, metrics = step_fns[phase.name](st, batch, root)
     done = step + 1
     last_of_phase = done == phase.end
     if done % lc.log_every == 0 or last_of_phase:
@@ -207,6 +209,25 @@ def _run(config, workdir, phases, models, mesh, compiled, ckpt, st, arrays,
       break
   writer.flush()
   return st
+
+
+def _compile_phase_steps(config, phases, start, end, compiled, mesh, st,
+                         arrays, root) -> dict[str, jax.stages.Compiled]:
+  """The steps of the phases in [start, end), compiled together up front."""
+  names = list(dict.fromkeys(p.name for p in phases
+                             if p.start < end and p.end > start))
+  if not names:
+    return {}
+  batch_sh = sharding.batch_sharding(mesh)
+  batch = {k: jax.ShapeDtypeStruct((config.data.batch_size, *v.shape[1:]),
+                                   v.dtype, sharding=batch_sh)
+           for k, v in arrays.items()}
+  logging.info('compiling the %s step(s)', ', '.join(names))
+  t = time.perf_counter()
+  step_fns = jitted.compile_ahead({n: compiled[n] for n in names},
+                                  (st, batch, root))
+  logging.info('compiled in %.1f s', time.perf_counter() - t)
+  return step_fns
 
 
 class _StopRequest:
