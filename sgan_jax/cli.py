@@ -1,10 +1,12 @@
 """What the command-line entry points share: flag parsing, the host
-allocator and XLA:CPU settings, and bad input reported as one `error:` line
-instead of a traceback."""
+allocator, XLA:CPU settings and the compilation cache, and bad input reported
+as one `error:` line instead of a traceback."""
 
+import os
 import sys
 
 from absl import flags
+from jax.experimental.compilation_cache import compilation_cache
 
 from sgan_jax import host_memory
 from sgan_jax import input_pipeline
@@ -19,6 +21,12 @@ _EIGEN_CONVOLUTIONS = flags.DEFINE_bool(
     'eigen_convolutions', True, 'Run XLA:CPU convolutions on Eigen (all '
     'cores per convolution) rather than YNNPACK; see '
     'sgan_jax/xla_cpu_flags.py. No effect on GPU/TPU.')
+_COMPILATION_CACHE_DIR = flags.DEFINE_string(
+    'compilation_cache_dir', None, 'Where JAX keeps compiled steps between '
+    'runs (its persistent compilation cache; a local path or gs://...): a '
+    'rerun or resume of the same config and flags loads its steps instead of '
+    'compiling them. Default: $JAX_COMPILATION_CACHE_DIR, else '
+    '$XDG_CACHE_HOME/sgan_jax/xla (~/.cache/...); "" turns it off.')
 
 # Errors that mean "bad input" (or a diverged run).
 USER_ERRORS = (ValueError, FileNotFoundError, FloatingPointError,
@@ -46,7 +54,38 @@ def parse_flags(argv: list[str]) -> list[str]:
     host_memory.keep_freed_memory()
   if _EIGEN_CONVOLUTIONS.value:
     xla_cpu_flags.use_eigen_convolutions()
+  use_compilation_cache(_COMPILATION_CACHE_DIR.value)
   return argv
+
+
+def default_compilation_cache_dir() -> str:
+  """$JAX_COMPILATION_CACHE_DIR, else the user's cache folder."""
+  if os.environ.get('JAX_COMPILATION_CACHE_DIR'):
+    return os.environ['JAX_COMPILATION_CACHE_DIR']
+  base = os.environ.get('XDG_CACHE_HOME') or os.path.join(
+      os.path.expanduser('~'), '.cache')
+  return os.path.join(base, 'sgan_jax', 'xla')
+
+
+def use_compilation_cache(path: str | None) -> str | None:
+  """Points JAX's persistent compilation cache at `path` for this process.
+
+  Must run before the first compile: JAX opens the cache once. The cache key
+  holds the computation, the XLA flags, the JAX version and the devices, so
+  a changed config, flag or machine compiles afresh rather than loading a
+  wrong executable.
+
+  Args:
+    path: the folder; None: `default_compilation_cache_dir()`; '': no cache.
+
+  Returns:
+    The folder in use, or None when the cache is off.
+  """
+  if path is None:
+    path = default_compilation_cache_dir()
+  path = os.path.expanduser(path) if path else None
+  compilation_cache.set_cache_dir(path)
+  return path
 
 
 def exit_with(error: BaseException) -> None:
