@@ -61,7 +61,7 @@ class StepConfig:
         joint_lower_weight=config.loss.joint_lower_weight,
         ema_decay=config.optim.ema_decay,
         pixel_scale=pixel_scale(config.data.image_range),
-        g_steps=config.schedule.g_steps,
+        g_steps=int(config.schedule.g_steps),
         g_steps_by_d_loss=config.schedule.g_steps_by_d_loss)
 
 
@@ -271,19 +271,28 @@ def make_g_step(models: models_lib.Models, i: int, hp: StepConfig) -> Step:
   return g_step
 
 
-def _num_g_steps(d_adv: jax.Array, hp: StepConfig) -> jax.Array:
+def _num_g_steps(d_adv: jax.Array, hp: StepConfig) -> int | jax.Array:
+  """G updates this iteration: the config's fixed count (a Python int), or
+  the heuristic's choice from D's loss (traced)."""
   if not hp.g_steps_by_d_loss:
-    return jnp.asarray(hp.g_steps, jnp.int32)
+    return hp.g_steps
   n = jnp.asarray(_G_STEP_MAX, jnp.int32)
   for threshold, steps in reversed(_G_STEP_THRESHOLDS):
     n = jnp.where(d_adv > threshold, steps, n)
   return n
 
 
-def _repeat_g(g_step, st, batch, key, n):
-  """The first G update, then n - 1 more with fresh noise each (a traced
-  count, so the heuristic needs no host round trip)."""
+def _repeat_g(g_step, st, batch, key, n: int | jax.Array):
+  """The first G update, then n - 1 more with fresh noise each.
+
+  A traced count (the heuristic) becomes a while loop, so it needs no host
+  round trip. A fixed count of 1 has no loop at all: a loop that never runs
+  would still be traced and lowered, a whole second G update (MNIST stack
+  0: 1 s of its 3 s of lowering; XLA then drops it before code generation).
+  """
   st, terms = g_step(st, batch, jax.random.fold_in(key, 0))
+  if isinstance(n, int) and n == 1:
+    return st, terms
   def body(j, carry):
     return g_step(carry[0], batch, jax.random.fold_in(key, j))
   return jax.lax.fori_loop(1, n, body, (st, terms))
@@ -302,7 +311,8 @@ def make_stack_step(models: models_lib.Models, i: int,
     st, d_terms = d_step(st, batch, rng.stream(key, rng.D_STEP))
     n = _num_g_steps(d_terms['d_adv'], hp)
     st, g_terms = _repeat_g(g_step, st, batch, rng.stream(key, rng.G_STEP), n)
-    metrics = _prefix(f'stack{i}', {**d_terms, **g_terms, 'g_steps': n})
+    metrics = _prefix(f'stack{i}', {**d_terms, **g_terms,
+                                    'g_steps': jnp.asarray(n, jnp.int32)})
     return st.replace(step=st.step + 1), metrics
 
   return train_step
@@ -398,7 +408,8 @@ def make_joint_step(models: models_lib.Models, hp: StepConfig) -> Step:
     n = _num_g_steps(d_terms['stack0/d_adv'], hp)
     st, g_terms = _repeat_g(g_update, st, batch, rng.stream(key, rng.G_STEP),
                             n)
-    metrics = _prefix('joint', {**d_terms, **g_terms, 'g_steps': n})
+    metrics = _prefix('joint', {**d_terms, **g_terms,
+                                'g_steps': jnp.asarray(n, jnp.int32)})
     return st.replace(step=st.step + 1), metrics
 
   return train_step
