@@ -85,8 +85,9 @@ def compile_ahead(fns: Mapping[str, jax.stages.Wrapped], args: Sequence[Any]
 
   XLA:CPU spreads one compile's code generation over the cores, but tracing,
   lowering and the rest of a compile run on one thread: compiling the
-  phases' steps side by side fills the idle core (all MNIST steps: 52.9 s
-  one after another, 43.6 s together on the 2-core VM). With the persistent
+  phases' steps side by side fills some of the idle core (all MNIST steps on
+  the 2-core VM: 49-53 s one after another, 44-54 s, mean ~49, together).
+  Compiling up front also means no stall at a phase change. With the persistent
   compilation cache on (`cli.py`), a rerun loads them instead.
 
   Args:
