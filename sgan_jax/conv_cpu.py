@@ -52,6 +52,7 @@ from typing import NamedTuple
 import jax
 from jax import lax
 import jax.numpy as jnp
+import numpy as np
 
 Array = jax.Array
 Pads = tuple[tuple[int, int], tuple[int, int]]
@@ -336,18 +337,26 @@ def _add_row_taps(u: Array, kh: int, lo_h: int, ho: int) -> Array:
   )
 
 
-def _window(x: Array, row: int, col: int, size: tuple[int, int],
-            strides: int) -> Array:
-  """The (N, Ho, Wo, C) pixels of padded x that tap (row, col) reads."""
+def _windows(xp: Array, rows: Sequence[int], k: int,
+             size: tuple[int, int], strides: int) -> Array:
+  """The windows of padded xp that kernel taps (i, j), i in `rows`, j < k,
+  read: (N, Ho, Wo, len(rows)*k*C), ordered (row, col, C).
+
+  One gather with constant indices. The same windows as strided slices
+  concatenated are one XLA:CPU kernel per tap, each ~15 ms of compile time
+  (a 5x5 first layer: 25 kernels, ~0.4 s for the same run time).
+  """
   (ho, wo), s = size, strides
-  return x[:, row:row + s * (ho - 1) + 1:s, col:col + s * (wo - 1) + 1:s]
+  ih = s * np.arange(ho)[:, None] + np.asarray(rows)[None, :]  # (Ho, R)
+  iw = s * np.arange(wo)[:, None] + np.arange(k)[None, :]  # (Wo, k)
+  g = xp[:, ih[:, None, :, None], iw[None, :, None, :]]  # (N, Ho, Wo, R, k, C)
+  return g.reshape(*g.shape[:3], -1)
 
 
 def _row_windows(x: Array, row: int, k: int, size: tuple[int, int],
                  strides: int = 1) -> Array:
-  """The k windows of kernel row `row` of padded x, concatenated on C."""
-  return jnp.concatenate([_window(x, row, j, size, strides)
-                          for j in range(k)], axis=-1)
+  """The k windows of kernel row `row` of padded x, side by side on C."""
+  return _windows(x, (row,), k, size, strides)
 
 
 def _patches(x: Array, k: int, strides: int, pads: Pads,
@@ -357,9 +366,7 @@ def _patches(x: Array, k: int, strides: int, pads: Pads,
   last layer's input and kernel gradients, build the same patches with this
   one function, so XLA computes them once (common-subexpression
   elimination)."""
-  xp = pad_hw(x, pads)
-  return jnp.concatenate([_row_windows(xp, i, k, size, strides)
-                          for i in range(k)], axis=-1)
+  return _windows(pad_hw(x, pads), range(k), k, size, strides)
 
 
 def correlate_patches(x: Array, w: Array, strides: int, pads: Pads
