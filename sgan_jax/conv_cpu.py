@@ -75,6 +75,9 @@ _MIN_CHUNK = 8
 # MNIST encoder conv1 (25) 3.1 vs 4.0 ms, CIFAR D0 conv1 (27) 16 vs 49 ms;
 # the CIFAR encoder conv1 (75) is slower that way, 25.5 vs 19.1 ms.
 _NARROW_PATCHES = 32
+# Windows of inputs with at least this many channels are copied by slices,
+# of fewer by a gather (see `_windows`).
+_SLICED_WINDOW_CHANNELS = 8
 
 
 def out_size(size: int, window: int, stride: int, pads: tuple[int, int]
@@ -342,15 +345,30 @@ def _windows(xp: Array, rows: Sequence[int], k: int,
   """The windows of padded xp that kernel taps (i, j), i in `rows`, j < k,
   read: (N, Ho, Wo, len(rows)*k*C), ordered (row, col, C).
 
-  One gather with constant indices. The same windows as strided slices
-  concatenated are one XLA:CPU kernel per tap, each ~15 ms of compile time
-  (a 5x5 first layer: 25 kernels, ~0.4 s for the same run time).
+  Few channels (a first layer's image): one gather with constant indices.
+  The same windows as strided slices are several XLA:CPU kernels, together
+  slower to compile (MNIST, all steps: ~4 s more) for the same run time.
+  Wide channels (the kernel gradient of G0's stride-1 layer, on the
+  cotangent): slices along H, then along W, one loop fusion that copies
+  whole C-vectors. The gather would compute its indices per element and
+  come out batch-minor, needing a transposing copy, and XLA fuses the
+  cotangent's BatchNorm backward into it, recomputed for every read: 3.6 vs
+  1.2 ms per kernel row in the MNIST stack 0 step.
   """
   (ho, wo), s = size, strides
-  ih = s * np.arange(ho)[:, None] + np.asarray(rows)[None, :]  # (Ho, R)
-  iw = s * np.arange(wo)[:, None] + np.arange(k)[None, :]  # (Wo, k)
-  g = xp[:, ih[:, None, :, None], iw[None, :, None, :]]  # (N, Ho, Wo, R, k, C)
-  return g.reshape(*g.shape[:3], -1)
+  n, _, _, c = xp.shape
+  if c < _SLICED_WINDOW_CHANNELS:
+    ih = s * np.arange(ho)[:, None] + np.asarray(rows)[None, :]  # (Ho, R)
+    iw = s * np.arange(wo)[:, None] + np.arange(k)[None, :]  # (Wo, k)
+    g = xp[:, ih[:, None, :, None], iw[None, :, None, :]]
+  else:
+    by_row = jnp.stack(
+        [lax.slice_in_dim(xp, i, i + s * (ho - 1) + 1, s, axis=1)
+         for i in rows], axis=3)  # (N, Ho, W, R, C)
+    g = jnp.stack(
+        [lax.slice_in_dim(by_row, j, j + s * (wo - 1) + 1, s, axis=2)
+         for j in range(k)], axis=4)
+  return g.reshape(n, ho, wo, len(rows) * k * c)  # g: (N, Ho, Wo, R, k, C)
 
 
 def _row_windows(x: Array, row: int, k: int, size: tuple[int, int],

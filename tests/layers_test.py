@@ -188,6 +188,23 @@ class LayersMatchFlaxTest(parameterized.TestCase):
         np.testing.assert_allclose(g, r, atol=1e-5 * scale, rtol=1e-5,
                                    err_msg=str(problem))
 
+  @parameterized.product(channels=(1, 3, 8, 16), strides=(1, 2),
+                         rows=((0, 1, 2), (2,)))
+  def test_windows_gather_and_slices_agree(self, channels, strides, rows):
+    # `_windows` gathers below _SLICED_WINDOW_CHANNELS and slices from it on;
+    # both must give the same (row, col, C)-ordered windows.
+    k, size = 3, (3, 4)
+    xp = np.random.default_rng(channels).standard_normal(
+        (2, 9, 10, channels)).astype(np.float32)
+    want = np.stack([
+        np.stack([xp[:, i:i + strides * size[0]:strides,
+                     j:j + strides * size[1]:strides] for j in range(k)],
+                 axis=3)
+        for i in rows], axis=3).reshape(2, *size, -1)
+    got = jax.jit(conv_cpu._windows, static_argnums=(1, 2, 3, 4))(
+        xp, rows, k, size, strides)
+    np.testing.assert_array_equal(got, want)
+
   def test_chunks_cover_the_batch_under_the_budget(self):
     for batch, per_example in ((100, 46080), (100, 12000), (100, 1),
                                (3, 10**9), (7, 3)):
