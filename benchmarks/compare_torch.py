@@ -88,6 +88,10 @@ _KEEP = flags.DEFINE_bool(
 _EIGEN = flags.DEFINE_bool(
     'eigen_convolutions', True, 'XLA:CPU convolutions on Eigen, as the '
     'training CLIs do by default (sgan_jax/xla_cpu_flags.py).')
+_ASYNC = flags.DEFINE_bool(
+    'cpu_async_dispatch', False, "JAX's asynchronous dispatch of our steps; "
+    'off, as the training CLIs run them (sgan_jax/xla_cpu_flags.py). '
+    'JAX-only: PyTorch is not affected.')
 _JSON = flags.DEFINE_bool('json', False, 'Print only the JSON lines.')
 
 _SHAPE = (28, 28, 1)
@@ -247,6 +251,8 @@ def main(argv):
   kept = host_memory.keep_freed_memory() if _KEEP.value else False
   from sgan_jax import xla_cpu_flags  # pylint: disable=g-import-not-at-top
   eigen = xla_cpu_flags.use_eigen_convolutions() if _EIGEN.value else False
+  inline = (False if _ASYNC.value
+            else xla_cpu_flags.run_steps_on_calling_thread())
   import torch  # pylint: disable=g-import-not-at-top
   torch.set_num_threads(threads)
   import jax  # pylint: disable=g-import-not-at-top
@@ -257,7 +263,7 @@ def main(argv):
               'label': (np.arange(b) % 10).astype(np.int32)}
   load0 = os.getloadavg()[0]
   common = dict(batch=b, threads=threads, keep_freed_memory=kept,
-                eigen_convolutions=eigen,
+                eigen_convolutions=eigen, steps_on_calling_thread=inline,
                 torch=torch.__version__,
                 jax=jax.__version__, device=jax.devices()[0].device_kind)
   note(f'batch {b}, torch {torch.__version__} with '

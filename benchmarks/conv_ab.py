@@ -63,6 +63,7 @@ def _module_at(rev: str) -> types.ModuleType:
 def main(argv):
   del argv
   xla_cpu_flags.use_eigen_convolutions()
+  xla_cpu_flags.run_steps_on_calling_thread()
   host_memory.keep_freed_memory()
   from sgan_jax import conv_cpu  # pylint: disable=g-import-not-at-top
   from sgan_jax import layers  # pylint: disable=g-import-not-at-top

@@ -68,6 +68,10 @@ _KEEP = flags.DEFINE_bool(
 _EIGEN = flags.DEFINE_bool(
     'eigen_convolutions', True, 'XLA:CPU convolutions on Eigen, as the '
     'training CLIs do by default (sgan_jax/xla_cpu_flags.py).')
+_ASYNC = flags.DEFINE_bool(
+    'cpu_async_dispatch', False, "JAX's asynchronous dispatch of "
+    'single-device CPU steps; off, as the training CLIs run them '
+    '(sgan_jax/xla_cpu_flags.py).')
 _PHASES = flags.DEFINE_list('phases', None, 'Subset of phases to time.')
 _SCAN = flags.DEFINE_integer(
     'scan', 0, 'Also time K steps per call as one lax.scan over K batches '
@@ -143,6 +147,8 @@ def main(argv):
   del argv
   kept = host_memory.keep_freed_memory() if _KEEP.value else False
   eigen = xla_cpu_flags.use_eigen_convolutions() if _EIGEN.value else False
+  inline = (False if _ASYNC.value
+            else xla_cpu_flags.run_steps_on_calling_thread())
   config = _CONFIG.value
   if _BATCH.value:
     config.data.batch_size = _BATCH.value
@@ -169,7 +175,7 @@ def main(argv):
   common = dict(device=jax.devices()[0].device_kind,
                 devices=int(mesh.devices.size), batch=b,
                 config=config.data.name, keep_freed_memory=kept,
-                eigen_convolutions=eigen)
+                eigen_convolutions=eigen, steps_on_calling_thread=inline)
 
   phases = _PHASES.value or (['encoder'] + [
       f'stack{i}' for i in range(models.num_stacks)] + ['joint'])

@@ -1,4 +1,5 @@
-"""sgan_jax.cli: the persistent compilation cache the CLIs switch on.
+"""sgan_jax.cli: the persistent compilation cache the CLIs switch on, and
+how CPU steps are dispatched.
 
 The cache cases run in a fresh interpreter each, since JAX opens its cache
 once per process (and this one's is the suite's own, tests/conftest.py).
@@ -96,6 +97,27 @@ class CacheFlagTest(absltest.TestCase):
     self.assertEqual(folder, 'None')
     self.assertFalse(cache.exists())
     self.assertNotIn('cache hit', err)
+
+
+class DispatchFlagTest(absltest.TestCase):
+
+  def _async_dispatch(self, *flags: str) -> str:
+    """JAX's async-dispatch option after the CLIs' flag parsing."""
+    probe = ("import sys, jax; from sgan_jax import cli; "
+             "cli.parse_flags(['probe'] + sys.argv[1:]); "
+             "print(jax.config.read('jax_cpu_enable_async_dispatch'))")
+    env = {k: v for k, v in os.environ.items()
+           if k != 'JAX_CPU_ENABLE_ASYNC_DISPATCH'}
+    done = subprocess.run([sys.executable, '-c', probe, *flags],
+                          env=dict(env, JAX_PLATFORMS='cpu'), check=True,
+                          capture_output=True, text=True)
+    return done.stdout.strip()
+
+  def test_steps_run_on_the_calling_thread_by_default(self):
+    self.assertEqual(self._async_dispatch(), 'False')
+
+  def test_flag_keeps_async_dispatch(self):
+    self.assertEqual(self._async_dispatch('--cpu_async_dispatch'), 'True')
 
 
 if __name__ == '__main__':

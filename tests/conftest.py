@@ -23,10 +23,11 @@ os.environ.setdefault('JAX_COMPILATION_CACHE_DIR',
 os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
 os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES', '0')
 
-# The convolution kernels the CLIs choose (sgan_jax/xla_cpu_flags.py; it
-# imports jax, so after the settings above).
+# The convolution kernels and step dispatch the CLIs choose
+# (sgan_jax/xla_cpu_flags.py; it imports jax, so after the settings above).
 from sgan_jax import xla_cpu_flags  # pylint: disable=g-import-not-at-top
 xla_cpu_flags.use_eigen_convolutions()
+xla_cpu_flags.run_steps_on_calling_thread()
 import jax  # pylint: disable=g-import-not-at-top
 
 assert jax.config.read("jax_disable_most_optimizations")

@@ -1,4 +1,5 @@
-"""sgan_jax.xla_cpu_flags: which kernels XLA:CPU gives the convolutions.
+"""sgan_jax.xla_cpu_flags: which kernels XLA:CPU gives the convolutions, and
+on which thread a CPU step runs.
 
 Each case runs in a fresh interpreter, since XLA reads its flags once per
 process.
@@ -57,6 +58,49 @@ class UseEigenConvolutionsTest(absltest.TestCase):
     # An empty list (no YNNPACK at all) is the user's choice and stays.
     fields, _ = _probe('--xla_cpu_experimental_ynn_fusion_type=')
     self.assertEqual(fields, ['False', 'False', '0', '0'])
+
+
+# Prints run_steps_on_calling_thread()'s result and whether a ~0.3 s
+# single-device computation is done when its call returns: it is when it
+# ran on the calling thread; an asynchronous dispatch returns at once.
+_DISPATCH_PROBE = textwrap.dedent('''
+    import sys
+    import jax, jax.numpy as jnp
+    from sgan_jax import xla_cpu_flags
+    if sys.argv[1] == 'late':
+      jax.devices()  # Starts the backend first.
+    applied = xla_cpu_flags.run_steps_on_calling_thread()
+    step = jax.jit(lambda a: jax.lax.fori_loop(
+        0, 20, lambda i, b: jnp.tanh(b @ a), a))
+    a = jnp.full((1024, 1024), 1e-3)
+    step(a).block_until_ready()  # Compiles.
+    print(applied, step(a).is_ready())
+''')
+
+
+def _dispatch_probe(when: str, **env) -> tuple[list[str], str]:
+  """(the probe's printed fields, its stderr); `env` adds variables."""
+  inherited = {k: v for k, v in os.environ.items()
+               if k != 'JAX_CPU_ENABLE_ASYNC_DISPATCH'}
+  env = dict(inherited, JAX_PLATFORMS='cpu', **env)
+  done = subprocess.run([sys.executable, '-c', _DISPATCH_PROBE, when],
+                        env=env, check=True, capture_output=True, text=True)
+  return done.stdout.split(), done.stderr
+
+
+class RunStepsOnCallingThreadTest(absltest.TestCase):
+
+  def test_step_has_finished_when_its_call_returns(self):
+    self.assertEqual(_dispatch_probe('early')[0], ['True', 'True'])
+
+  def test_too_late_keeps_async_dispatch_and_says_so(self):
+    fields, stderr = _dispatch_probe('late')
+    self.assertEqual(fields, ['False', 'False'])
+    self.assertIn('already initialised', stderr)
+
+  def test_user_setting_wins(self):
+    fields, _ = _dispatch_probe('early', JAX_CPU_ENABLE_ASYNC_DISPATCH='1')
+    self.assertEqual(fields, ['False', 'False'])
 
 
 if __name__ == '__main__':
