@@ -20,6 +20,7 @@ from typing import Any
 
 import flax.linen as nn
 import jax
+from jax import lax
 import jax.numpy as jnp
 
 from sgan_jax import layers
@@ -44,20 +45,35 @@ def _window_corners(x: jax.Array) -> list[jax.Array]:
   return [x[:, i::2, j::2] for i in (0, 1) for j in (0, 1)]
 
 
+def _upsample_2x2(t: jax.Array) -> jax.Array:
+  """Each pixel repeated over a 2x2 block (nearest-neighbour upsampling)."""
+  n, h, w, c = t.shape
+  t = jnp.broadcast_to(t[:, :, None, :, None, :], (n, h, 2, w, 2, c))
+  return t.reshape(n, 2 * h, 2 * w, c)
+
+
 @jax.custom_vjp
 def max_pool_2x2(x: jax.Array) -> jax.Array:
   """2x2 max pooling with stride 2 (odd trailing rows/columns dropped).
 
   The same function and gradient as `nn.max_pool(x, (2, 2), strides=(2, 2))`
   (at ties the first pixel of the window in row-major order takes the whole
-  cotangent, as in XLA's select-and-scatter and PyTorch), written as
-  elementwise maxima of strided slices with a hand-written VJP: XLA:CPU runs
-  `reduce_window`'s select-and-scatter gradient about 25x slower than the
-  encoder's convolutions, and autodiff of a max over a reshape counts the
-  ties of every window (a reduction and a division per pixel).
+  cotangent, as in XLA's select-and-scatter and PyTorch), with a
+  hand-written VJP: XLA:CPU runs `reduce_window`'s select-and-scatter
+  gradient about 25x slower than the encoder's convolutions, and autodiff of
+  a max over a reshape counts the ties of every window (a reduction and a
+  division per pixel).
+
+  The forward pass stays a `reduce_window`: XLA does not fuse it into its
+  consumers, so the pooled map is written once. As elementwise maxima of
+  strided slices, XLA fused the pooling into each consumer and recomputed it
+  there (the encoder's conv2 kernel gradient read the 4x larger conv1 output
+  through a transpose).
   """
-  a, b, c, d = _window_corners(x)
-  return jnp.maximum(jnp.maximum(a, b), jnp.maximum(c, d))
+  n, h, w, c = x.shape
+  return lax.reduce_window(
+      x[:, :h - h % 2, :w - w % 2], jnp.array(-jnp.inf, x.dtype), lax.max,
+      (1, 2, 2, 1), (1, 2, 2, 1), 'VALID')
 
 
 def _max_pool_fwd(x):
@@ -66,18 +82,23 @@ def _max_pool_fwd(x):
 
 
 def _max_pool_bwd(residuals, dy):
+  """One elementwise pass over the input's pixels: each pixel takes its
+  window's cotangent if it is the window's first maximum. (Four per-corner
+  maps and an interleaving copy were five XLA:CPU kernels, ~2x slower in
+  the MNIST encoder step.)"""
   x, y = residuals
-  taken = jnp.zeros(y.shape, bool)
-  parts = []
-  for corner in _window_corners(x):
-    # Only the first maximum of a window gets the cotangent.
-    hit = (corner == y) & ~taken
-    taken = taken | hit
-    parts.append(jnp.where(hit, dy, jnp.zeros((), dy.dtype)))
-  n, h2, w2, c = y.shape
-  top = jnp.stack(parts[:2], axis=3)  # (n, h2, w2, 2, c): column phase
-  bottom = jnp.stack(parts[2:], axis=3)
-  dx = jnp.stack([top, bottom], axis=2).reshape(n, 2 * h2, 2 * w2, c)
+  n, h2, w2, _ = y.shape
+  y_up = _upsample_2x2(y)
+  a, b, c, _ = [_upsample_2x2(t) for t in _window_corners(x)]
+  # The row-major index of each window's first maximum; y is one of the
+  # corners, so the last needs no test.
+  first = jnp.where(a == y_up, 0, jnp.where(b == y_up, 1,
+                                            jnp.where(c == y_up, 2, 3)))
+  shape = (1, 2 * h2, 2 * w2, 1)
+  corner = (2 * (lax.broadcasted_iota(jnp.int32, shape, 1) % 2)
+            + lax.broadcasted_iota(jnp.int32, shape, 2) % 2)
+  dx = jnp.where(first == corner, _upsample_2x2(dy),
+                 jnp.zeros((), dy.dtype))
   h, w = x.shape[1:3]
   dx = jnp.pad(dx, ((0, 0), (0, h - 2 * h2), (0, w - 2 * w2), (0, 0)))
   return (dx,)
