@@ -159,14 +159,19 @@ class Conv(nn.Module):
   impl: str = 'auto'
 
   @nn.compact
-  def __call__(self, x: Array) -> Array:
+  def __call__(self, x: Array,
+               before_bias: Callable[[Array], Array] | None = None) -> Array:
     """Applies the convolution.
 
     Args:
       x: (..., H, W, C) input, NHWC; any number of leading batch axes.
+      before_bias: an optional map applied to the convolution's output before
+        the bias is added. It must commute with adding a per-channel
+        constant, as max pooling does; then the result is that map of this
+        layer's output, with the bias added to its (smaller) output.
 
     Returns:
-      (..., Ho, Wo, features) output.
+      (..., Ho, Wo, features) output, or before_bias of it.
     """
     impl = resolve_impl(self.impl)
     x, batch_shape = _flatten_batch(x)
@@ -195,6 +200,8 @@ class Conv(nn.Module):
       )
     else:
       y = conv_cpu.conv(x, kernel, self.strides, 1, pads)
+    if before_bias is not None:
+      y = before_bias(y)
     if bias is not None:
       y += bias
     return _unflatten_batch(y, batch_shape)

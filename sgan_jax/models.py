@@ -112,7 +112,8 @@ class Encoder(nn.Module):
 
   conv(k5, VALID) -> ReLU -> maxpool 2 -> conv -> ReLU -> maxpool 2 ->
   flatten ('pool2') -> dense + ReLU ('fc3') -> dense ('logits'); each
-  ReLU -> maxpool pair runs as maxpool -> ReLU, the same function.
+  conv bias -> ReLU -> maxpool runs as maxpool -> bias -> ReLU, the same
+  function.
 
   Attributes:
     conv_features: widths of the two conv layers (MNIST 32/32, CIFAR 64/128).
@@ -142,8 +143,10 @@ class Encoder(nn.Module):
       for conv in self.convs:
         # relu(pool(.)) = pool(relu(.)) in value and gradient (ReLU is
         # monotone; both pass nothing where the window max is <= 0), and the
-        # ReLU then runs on a quarter of the pixels.
-        h = nn.relu(max_pool_2x2(conv(h)))
+        # ReLU then runs on a quarter of the pixels. The bias is added after
+        # the pooling for the same reason: a per-channel constant commutes
+        # with a max (MNIST encoder step: x1.085, in-process A/B).
+        h = nn.relu(conv(h, before_bias=max_pool_2x2))
       return h.reshape(h.shape[0], -1)
     if level == 'fc3':
       return nn.relu(self.fc3(h))

@@ -320,9 +320,6 @@ class ResolveImplTest(absltest.TestCase):
         module.init(jax.random.key(0), x)
 
 
-if __name__ == '__main__':
-  absltest.main()
-
 
 class ChunkMinimumTest(absltest.TestCase):
 
@@ -333,3 +330,30 @@ class ChunkMinimumTest(absltest.TestCase):
       bounds = conv_cpu._chunk_bounds(100, 10**6)
       self.assertEqual(min(e - s for s, e in bounds), conv_cpu._MIN_CHUNK)
       self.assertEqual(conv_cpu._chunk_bounds(3, 10**6), [(0, 3)])
+
+
+class BeforeBiasTest(parameterized.TestCase):
+
+  @parameterized.parameters('xla', 'fast')
+  def test_pooling_before_the_bias_is_pooling_after_it(self, impl):
+    # The encoder pools before adding the bias: max(y + b) = max(y) + b
+    # per channel, in value and in the gradients of x, kernel and bias.
+    from sgan_jax import models  # pylint: disable=g-import-not-at-top
+    module = layers.Conv(4, 5, padding='VALID', impl=impl)
+    x = jax.random.normal(jax.random.key(0), (2, 13, 12, 3))
+    params = module.init(jax.random.key(1), x)
+    params = jax.tree.map(lambda p: p + 0.3, params)  # a nonzero bias
+    pooled_first = lambda p, v: module.apply(
+        p, v, before_bias=models.max_pool_2x2)
+    pooled_last = lambda p, v: models.max_pool_2x2(module.apply(p, v))
+    np.testing.assert_allclose(pooled_first(params, x),
+                               pooled_last(params, x), atol=1e-6)
+    self.assertEqual(pooled_first(params, x).shape, (2, 4, 4, 4))
+    loss = lambda f: lambda p, v: jnp.sum(jnp.sin(f(p, v)))
+    grads = [jax.grad(loss(f), argnums=(0, 1))(params, x)
+             for f in (pooled_first, pooled_last)]
+    chex.assert_trees_all_close(grads[0], grads[1], atol=1e-5)
+
+
+if __name__ == '__main__':
+  absltest.main()
