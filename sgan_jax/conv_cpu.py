@@ -345,9 +345,11 @@ def _windows(xp: Array, rows: Sequence[int], k: int,
   """The windows of padded xp that kernel taps (i, j), i in `rows`, j < k,
   read: (N, Ho, Wo, len(rows)*k*C), ordered (row, col, C).
 
-  Few channels (a first layer's image): one gather with constant indices.
-  The same windows as strided slices are several XLA:CPU kernels, together
-  slower to compile (MNIST, all steps: ~4 s more) for the same run time.
+  Few channels (the row windows of an image or of a 3-channel cotangent,
+  e.g. CIFAR G0's last layer; full first-layer patches are `_patches`):
+  one gather with constant indices. As strided slices these were several
+  XLA:CPU kernels, together slower to compile (MNIST, all steps, when
+  first-layer patches were built here: ~4 s more) for the same run time.
   Wide channels (the kernel gradient of G0's stride-1 layer, on the
   cotangent): slices along H, then along W, one loop fusion that copies
   whole C-vectors. The gather would compute its indices per element and
