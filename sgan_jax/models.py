@@ -38,10 +38,16 @@ def _lrelu(x):
   return nn.leaky_relu(x, 0.2)
 
 
+def _even_crop(x: jax.Array) -> jax.Array:
+  """x without an odd trailing row and column (the pixels no 2x2 window
+  reads)."""
+  _, h, w, _ = x.shape
+  return x[:, :h - h % 2, :w - w % 2]
+
+
 def _window_corners(x: jax.Array) -> list[jax.Array]:
   """The four pixels of every 2x2 window, in row-major window order."""
-  n, h, w, c = x.shape
-  x = x[:, :h - h % 2, :w - w % 2]
+  x = _even_crop(x)
   return [x[:, i::2, j::2] for i in (0, 1) for j in (0, 1)]
 
 
@@ -70,9 +76,8 @@ def max_pool_2x2(x: jax.Array) -> jax.Array:
   there (the encoder's conv2 kernel gradient read the 4x larger conv1 output
   through a transpose).
   """
-  n, h, w, c = x.shape
   return lax.reduce_window(
-      x[:, :h - h % 2, :w - w % 2], jnp.array(-jnp.inf, x.dtype), lax.max,
+      _even_crop(x), jnp.array(-jnp.inf, x.dtype), lax.max,
       (1, 2, 2, 1), (1, 2, 2, 1), 'VALID')
 
 
@@ -89,7 +94,7 @@ def _max_pool_bwd(residuals, dy):
   x, y = residuals
   n, h2, w2, _ = y.shape
   y_up = _upsample_2x2(y)
-  a, b, c, _ = [_upsample_2x2(t) for t in _window_corners(x)]
+  a, b, c = [_upsample_2x2(t) for t in _window_corners(x)[:3]]
   # The row-major index of each window's first maximum; y is one of the
   # corners, so the last needs no test.
   first = jnp.where(a == y_up, 0, jnp.where(b == y_up, 1,
