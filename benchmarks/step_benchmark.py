@@ -14,7 +14,10 @@ Prints one JSON line per figure ({"name", "value", "unit"}):
       compilation cache;
   compile_cached_s  the same again, loaded from that cache (what a rerun or
       resume of the CLIs costs, `cli.py`);
-  sample_images_per_s  top-down sampling of --num_samples images;
+  sample_images_per_s  top-down sampling of --num_samples images,
+      --sample_batch per call (default: the `sample` and `evaluate` CLIs'
+      --batch_size), compile excluded;
+  sample_compile_s  compiling that sampler (not part of compile_s);
   input_batches_per_s  the host input pipeline alone (BatchSampler +
       prefetch thread + transfer to the devices) on a synthetic uint8 train
       split of the dataset's size: the loop needs steps/s of it at most;
@@ -60,6 +63,12 @@ _BATCH = flags.DEFINE_integer('batch', None, 'Global batch (default: the '
 _ITERS = flags.DEFINE_integer('iters', 20, 'Steps per timing.')
 _REPEATS = flags.DEFINE_integer('repeats', 5, 'Timings per figure (median).')
 _NUM_SAMPLES = flags.DEFINE_integer('num_samples', 10000, 'Images sampled.')
+# On the 2-core CPU of RESULTS.md, 10,000 MNIST images take 5.3 s in calls
+# of 250-2,000 but 7.5-9.8 s in one call of 10,000 (whose compile alone
+# takes 37 s); accelerators favour the larger calls.
+_SAMPLE_BATCH = flags.DEFINE_integer(
+    'sample_batch', 1000, 'Images per sampling call (rounded up to a '
+    'multiple of the devices).')
 _DEVICES = flags.DEFINE_integer('devices', None, 'Use the first N devices.')
 _JSON = flags.DEFINE_bool('json', False, 'Print only the JSON lines.')
 _KEEP = flags.DEFINE_bool(
@@ -222,14 +231,22 @@ def main(argv):
   n = _NUM_SAMPLES.value
   labels = sampling.balanced_labels(n, models.num_classes)
   key = rng.eval_key(root)
-  chunk = min(n, 10000)
+  if _SAMPLE_BATCH.value <= 0:
+    raise app.UsageError(f'--sample_batch must be positive, got '
+                         f'{_SAMPLE_BATCH.value}')
+  chunk = min(n, _SAMPLE_BATCH.value)
   chunk = -(-chunk // mesh.devices.size) * mesh.devices.size
+  t = time.perf_counter()
   sampling.generate(compiled['sample'], st, labels[:chunk], key,
                     batch_size=chunk, sharding=batch_sh)
+  emit('sample_compile_s', time.perf_counter() - t, 's', sample_batch=chunk,
+       **common)
   sec = time_fn(lambda: sampling.generate(
       compiled['sample'], st, labels, key, batch_size=chunk,
       sharding=batch_sh), 3)
-  emit('sample_images_per_s', n / sec, 'images/s', **common)
+  emit('sample_images_per_s', n / sec, 'images/s', sample_batch=chunk,
+       **common)
+  note(f'  sampling: {sec:.2f} s for {n} images, {chunk} per call')
 
   arrays = {'image': r.integers(0, 256, (_TRAIN_SIZES[config.data.name],
                                           *shape), dtype=np.uint8),
