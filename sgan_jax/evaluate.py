@@ -33,7 +33,10 @@ _INCEPTION = flags.DEFINE_string(
     'python -m sgan_jax.convert_inception) for real Inception IS/FID.')
 _SEED = flags.DEFINE_integer('seed', None, 'Sampling seed (default: the '
                              "run's fixed evaluation key).")
-_BATCH = flags.DEFINE_integer('batch_size', 1000, 'Images per device call.')
+_BATCH = flags.DEFINE_integer(
+    'batch_size', 1000, 'Images per device call. On CPU 250-2000 is '
+    'fastest; much larger calls compile and run slower (see '
+    'benchmarks/RESULTS.md).')
 flags.mark_flags_as_required(['workdir'])
 
 

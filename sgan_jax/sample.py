@@ -57,7 +57,10 @@ _NEIGHBOURS = flags.DEFINE_integer('neighbours', 5, 'Neighbours of each '
 _COLUMNS = flags.DEFINE_integer('columns', 10, 'Columns of the figure grids.')
 _SEED = flags.DEFINE_integer('seed', None, 'Sampling seed (default: the '
                              "run's fixed evaluation key).")
-_BATCH = flags.DEFINE_integer('batch_size', 1000, 'Samples per device call.')
+_BATCH = flags.DEFINE_integer(
+    'batch_size', 1000, 'Samples per device call. On CPU 250-2000 is '
+    'fastest; much larger calls compile and run slower (see '
+    'benchmarks/RESULTS.md).')
 flags.mark_flags_as_required(['workdir'])
 
 _OUTPUTS = (_OUT, _GRID, _FIXED, _INTERP, _NEIGHBOURS_GRID)
