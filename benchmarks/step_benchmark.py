@@ -154,6 +154,9 @@ def peak_gflops(dtype) -> float:
 
 def main(argv):
   del argv
+  if _SAMPLE_BATCH.value <= 0:
+    raise app.UsageError(f'--sample_batch must be positive, got '
+                         f'{_SAMPLE_BATCH.value}')
   kept = host_memory.keep_freed_memory() if _KEEP.value else False
   eigen = xla_cpu_flags.use_eigen_convolutions() if _EIGEN.value else False
   inline = (False if _ASYNC.value
@@ -231,9 +234,6 @@ def main(argv):
   n = _NUM_SAMPLES.value
   labels = sampling.balanced_labels(n, models.num_classes)
   key = rng.eval_key(root)
-  if _SAMPLE_BATCH.value <= 0:
-    raise app.UsageError(f'--sample_batch must be positive, got '
-                         f'{_SAMPLE_BATCH.value}')
   chunk = min(n, _SAMPLE_BATCH.value)
   chunk = -(-chunk // mesh.devices.size) * mesh.devices.size
   t = time.perf_counter()
