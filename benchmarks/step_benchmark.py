@@ -63,9 +63,9 @@ _BATCH = flags.DEFINE_integer('batch', None, 'Global batch (default: the '
 _ITERS = flags.DEFINE_integer('iters', 20, 'Steps per timing.')
 _REPEATS = flags.DEFINE_integer('repeats', 5, 'Timings per figure (median).')
 _NUM_SAMPLES = flags.DEFINE_integer('num_samples', 10000, 'Images sampled.')
-# On the 2-core CPU of RESULTS.md, 10,000 MNIST images take 5.3 s in calls
-# of 250-2,000 but 7.5-9.8 s in one call of 10,000 (whose compile alone
-# takes 37 s); accelerators favour the larger calls.
+# On the 2-core CPU of RESULTS.md, 10,000 MNIST images took 6.3 s in calls
+# of 1,000 and 11.2 s in one call of 10,000 (same process; compile 5 vs
+# 63 s); accelerators favour the larger calls.
 _SAMPLE_BATCH = flags.DEFINE_integer(
     'sample_batch', 1000, 'Images per sampling call (rounded up to a '
     'multiple of the devices).')

@@ -391,11 +391,11 @@ def _patches(x: Array, k: int, strides: int, pads: Pads,
   kernel but runs 3-6 % slower steps. The pixel-major (N*Ho*Wo, k*k*C)
   layout, as a gather, came out batch-minor and needed a transposing copy
   for each of the two matmuls that read it (MNIST encoder conv1 forward +
-  kernel gradient: 1.6x slower). Tap-major, the kernel gradient reads it as it is and only the
-  forward pass transposes it. A first layer's forward pass and kernel
-  gradient, and a generator's last layer's input and kernel gradients, build
-  the same patches with this one function, so XLA computes them once
-  (common-subexpression elimination).
+  kernel gradient: 1.6x slower). Tap-major, the kernel gradient reads it as
+  it is and only the forward pass transposes it. A first layer's forward
+  pass and kernel gradient, and a generator's last layer's input and kernel
+  gradients, build the same patches with this one function, so XLA computes
+  them once (common-subexpression elimination).
   """
   (ho, wo), s = size, strides
   xp = pad_hw(x, pads)
