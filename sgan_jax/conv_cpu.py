@@ -340,6 +340,15 @@ def _add_row_taps(u: Array, kh: int, lo_h: int, ho: int) -> Array:
   )
 
 
+def _shifted(x: Array, offsets: Sequence[int], length: int, stride: int,
+             axis: int, stack_axis: int) -> Array:
+  """Strided slices x[o : o + stride*(length-1) + 1 : stride] along `axis`,
+  one per offset o, stacked on a new axis at `stack_axis`."""
+  return jnp.stack([
+      lax.slice_in_dim(x, o, o + stride * (length - 1) + 1, stride, axis=axis)
+      for o in offsets], axis=stack_axis)
+
+
 def _windows(xp: Array, rows: Sequence[int], k: int,
              size: tuple[int, int], strides: int) -> Array:
   """The windows of padded xp that kernel taps (i, j), i in `rows`, j < k,
@@ -364,12 +373,8 @@ def _windows(xp: Array, rows: Sequence[int], k: int,
     iw = s * np.arange(wo)[:, None] + np.arange(k)[None, :]  # (Wo, k)
     g = xp[:, ih[:, None, :, None], iw[None, :, None, :]]
   else:
-    by_row = jnp.stack(
-        [lax.slice_in_dim(xp, i, i + s * (ho - 1) + 1, s, axis=1)
-         for i in rows], axis=3)  # (N, Ho, W, R, C)
-    g = jnp.stack(
-        [lax.slice_in_dim(by_row, j, j + s * (wo - 1) + 1, s, axis=2)
-         for j in range(k)], axis=4)
+    by_row = _shifted(xp, rows, ho, s, axis=1, stack_axis=3)  # (N,Ho,W,R,C)
+    g = _shifted(by_row, range(k), wo, s, axis=2, stack_axis=4)
   return g.reshape(n, ho, wo, len(rows) * k * c)  # g: (N, Ho, Wo, R, k, C)
 
 
@@ -400,10 +405,9 @@ def _patches(x: Array, k: int, strides: int, pads: Pads,
   (ho, wo), s = size, strides
   xp = pad_hw(x, pads)
   n, c = x.shape[0], x.shape[-1]
-  rows = jnp.stack([lax.slice_in_dim(xp, i, i + s * (ho - 1) + 1, s, axis=1)
-                    for i in range(k)])  # (k, N, Ho, Wp, C)
-  taps = jnp.stack([lax.slice_in_dim(rows, j, j + s * (wo - 1) + 1, s, axis=3)
-                    for j in range(k)], axis=1).reshape(k * k, n, ho, wo, c)
+  rows = _shifted(xp, range(k), ho, s, axis=1, stack_axis=0)  # (k,N,Ho,Wp,C)
+  taps = _shifted(rows, range(k), wo, s, axis=3, stack_axis=1)
+  taps = taps.reshape(k * k, n, ho, wo, c)
   return jnp.moveaxis(taps, -1, 1).reshape(k * k * c, n * ho * wo)
 
 
