@@ -33,6 +33,11 @@ the SGAN layer shapes (measured in `benchmarks/conv_benchmark.py`):
   with the k - 1 rows of padding).
 * Convolutions whose windows hold at most 32 values (k*k*C: a first layer)
   are one matmul over im2col patches.
+* Unpadded stride-1 float32 convolutions with 5x5 kernels and at least
+  16 input and output channels (the MNIST and CIFAR encoders' conv2, the
+  input gradient of G0's stride-1 layer) run Winograd's F(4x4, kxk),
+  forward pass and both gradients (`winograd`): 6.25x fewer multiply-adds
+  at 5x5, equal up to float rounding.
 * Batch-chunked results pass an optimization barrier, so that XLA cannot
   split a later batch reduction into per-chunk sums that its elementwise
   fusions then recompute per element.
@@ -53,6 +58,8 @@ import jax
 from jax import lax
 import jax.numpy as jnp
 import numpy as np
+
+from sgan_jax import winograd
 
 Array = jax.Array
 Pads = tuple[tuple[int, int], tuple[int, int]]
@@ -510,6 +517,8 @@ def _forward(x: Array, w: Array, strides: int, dilation: int,
     return _dilated(x, w, dilation, pads)
   if k * k * x.shape[-1] <= _NARROW_PATCHES:
     return correlate_patches(x, w, strides, pads)
+  if winograd.applies(x.shape, w.shape, strides, dilation, pads, x.dtype):
+    return winograd.correlate(x, w)
   if strides == 1 and _enlarges(x.shape, k, pads):
     if o < _FEW_CHANNELS:
       return correlate_scatter(x, w, pads)
@@ -551,6 +560,9 @@ def _conv_fwd(x, w, strides, dilation, pads):
 def _conv_bwd(strides, dilation, pads, residuals, dy):
   x, w = residuals
   k = w.shape[0]
+  if winograd.applies(x.shape, w.shape, strides, dilation, pads, x.dtype):
+    dx, dw = winograd.correlate_vjp(x, w, dy)
+    return dx.astype(x.dtype), dw.astype(w.dtype)
   # Padding of the input-gradient problem, as in lax's own transpose rule:
   # the dilated cotangent, padded, must be as long as the dilated input plus
   # k - 1.

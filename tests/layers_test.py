@@ -17,6 +17,7 @@ import numpy as np
 
 from sgan_jax import conv_cpu
 from sgan_jax import layers
+from sgan_jax import winograd
 
 # (name, input HWC, features, kernel, strides, padding).
 _CONV_TRANSPOSE_CASES = (
@@ -46,6 +47,8 @@ _CONV_CASES = (
     # MNIST encoder: 5x5 VALID.
     ('enc_28to24', (28, 28, 1), 8, 5, 1, 'VALID'),
     ('enc_12to8', (12, 12, 8), 8, 5, 1, 'VALID'),
+    # As wide as `winograd.MIN_CHANNELS`: the 'fast' impl runs Winograd.
+    ('enc_12to8_wide', (12, 12, 16), 16, 5, 1, 'VALID'),
     # CIFAR D: 3x3 pad 1 stride 1 and 2, pad 0, NIN 1x1.
     ('cifar_3x3_pad1', (32, 32, 3), 8, 3, 1, 1),
     ('cifar_3x3_pad1_s2', (32, 32, 8), 8, 3, 2, 1),
@@ -82,6 +85,17 @@ def _all_cases():
       ('convT_' + c[0], 'conv_transpose') + c[1:]
       for c in _CONV_TRANSPOSE_CASES
   ]
+
+
+# Winograd rounds differently from a direct sum: its outputs are compared
+# relative to their scale (see tests/winograd_test.py).
+_WINOGRAD_RTOL_OF_SCALE = 2e-5
+
+
+def _uses_winograd(x_shape, kernel, features, strides, padding):
+  pads = layers._conv_pads(x_shape[1:3], kernel, strides, padding)
+  return winograd.applies(x_shape, (kernel, kernel, x_shape[-1], features),
+                          strides, 1, pads, jnp.float32)
 
 
 def _inputs(shape, seed=0):
@@ -122,7 +136,11 @@ class LayersMatchFlaxTest(parameterized.TestCase):
         # Same tree, shapes, dtypes and initial values as the Flax layer.
         chex.assert_trees_all_equal(init, ref_init)
         self.assertEqual(y.shape, y_ref.shape)
-        np.testing.assert_allclose(y, y_ref, atol=1e-5, rtol=1e-5)
+        atol = 1e-5
+        if impl == 'fast' and kind == 'conv' and _uses_winograd(
+            x.shape, kernel, features, strides, padding):
+          atol = _WINOGRAD_RTOL_OF_SCALE * float(jnp.max(jnp.abs(y_ref)))
+        np.testing.assert_allclose(y, y_ref, atol=atol, rtol=1e-5)
         # Gradients sum over batch and pixels: compare relative to scale.
         for got, want in zip(jax.tree.leaves(grads),
                              jax.tree.leaves(grad_ref)):
@@ -180,8 +198,13 @@ class LayersMatchFlaxTest(parameterized.TestCase):
         results = jax.jit(run)()
     for (want, got, others, grads_ref, grads), problem in zip(results,
                                                               problems):
+      shape, w_shape, strides, dilation, pads = problem
+      atol = 1e-4
+      if winograd.applies((3,) + shape, w_shape, strides, dilation, pads,
+                          jnp.float32):
+        atol = _WINOGRAD_RTOL_OF_SCALE * float(jnp.max(jnp.abs(want)))
       for y in (got, *others):
-        np.testing.assert_allclose(y, want, atol=1e-4, rtol=1e-5,
+        np.testing.assert_allclose(y, want, atol=atol, rtol=1e-5,
                                    err_msg=str(problem))
       for g, r in zip(grads, grads_ref):
         scale = float(jnp.max(jnp.abs(r)))

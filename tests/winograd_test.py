@@ -1,0 +1,136 @@
+"""sgan_jax.winograd: the transforms, the convolution and its gradients.
+
+The reference is ``lax.conv_general_dilated`` at HIGHEST precision. Winograd
+rounds differently from a direct sum, so outputs and gradients are compared
+relative to their scale (the largest magnitude), at 2e-5: a few times a
+direct float32 convolution's own error.
+"""
+
+from absl.testing import absltest
+from absl.testing import parameterized
+import jax
+from jax import lax
+import jax.numpy as jnp
+import numpy as np
+
+from sgan_jax import conv_cpu
+from sgan_jax import winograd
+
+_VALID = ((0, 0), (0, 0))
+_RTOL_OF_SCALE = 2e-5
+
+
+def _lax_valid(x, w):
+  return lax.conv_general_dilated(
+      x, w, (1, 1), 'VALID', dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
+      precision=lax.Precision.HIGHEST)
+
+
+def _assert_close_to_scale(got, want, msg=''):
+  scale = float(np.max(np.abs(want)))
+  np.testing.assert_allclose(got, want, rtol=0,
+                             atol=_RTOL_OF_SCALE * scale, err_msg=msg)
+
+
+# (x shape without batch, kernel side, output channels). The MNIST encoder's
+# conv2, CIFAR's, and outputs that are not whole tiles, non-square, k = 3.
+_CASES = (
+    ('mnist_enc_conv2', (12, 12, 32), 5, 32),
+    ('cifar_enc_conv2', (14, 14, 64), 5, 128),
+    ('partial_tiles', (13, 11, 16), 5, 16),
+    ('k3', (10, 9, 16), 3, 24),
+)
+
+
+class TransformsTest(parameterized.TestCase):
+
+  @parameterized.parameters((4, 3), (4, 5), (2, 3), (2, 5))
+  def test_one_axis_identity(self, m, k):
+    # A^T [(G g) * (B^T d)] is the correlation of d with g, exactly up to
+    # float64 rounding.
+    at, g, bt = winograd.transforms(m, k)
+    rng = np.random.default_rng(m * 10 + k)
+    d, taps = rng.standard_normal(m + k - 1), rng.standard_normal(k)
+    want = np.array([d[i:i + k] @ taps for i in range(m)])
+    np.testing.assert_allclose(at @ ((g @ taps) * (bt @ d)), want,
+                               rtol=1e-10, atol=1e-10)
+
+
+class CorrelateTest(parameterized.TestCase):
+
+  @parameterized.named_parameters(*_CASES)
+  def test_forward_and_vjp_match_lax(self, shape, k, features):
+    key_x, key_w, key_dy = jax.random.split(jax.random.key(len(shape) + k), 3)
+    x = jax.random.normal(key_x, (3,) + shape)
+    w = jax.random.normal(key_w, (k, k, shape[-1], features))
+    # conv_cpu.conv routes the 5x5 cases here (see AppliesTest).
+    self.assertEqual(winograd.applies(x.shape, w.shape, 1, 1, _VALID,
+                                      x.dtype), k == 5)
+    y_ref, vjp_ref = jax.vjp(_lax_valid, x, w)
+    dy = jax.random.normal(key_dy, y_ref.shape)
+
+    @jax.jit
+    def run(x, w, dy):
+      return (winograd.correlate(x, w), winograd.correlate_vjp(x, w, dy),
+              jax.vjp(lambda x, w: conv_cpu.conv(x, w, 1, 1, _VALID), x,
+                      w)[1](dy))
+
+    y, (dx, dw), (dx_conv, dw_conv) = run(x, w, dy)
+    dx_ref, dw_ref = vjp_ref(dy)
+    self.assertEqual(y.shape, y_ref.shape)
+    _assert_close_to_scale(y, y_ref, 'y')
+    _assert_close_to_scale(dx, dx_ref, 'dx')
+    _assert_close_to_scale(dw, dw_ref, 'dw')
+    if k == 5:  # conv_cpu.conv's VJP is then correlate_vjp's.
+      np.testing.assert_allclose(dx_conv, dx, rtol=1e-6, atol=1e-6)
+      np.testing.assert_allclose(dw_conv, dw, rtol=1e-6, atol=1e-6)
+    else:
+      _assert_close_to_scale(dx_conv, dx_ref, 'dx (conv_cpu)')
+
+  def test_gradient_of_gradient(self):
+    # The VJP is plain jax.numpy, so a loss on the input gradient (a
+    # gradient penalty) can be differentiated through conv_cpu.conv.
+    x = jax.random.normal(jax.random.key(0), (2, 12, 12, 16))
+    # Scaled so that tanh is not saturated (its curvature is then tiny and
+    # dominated by rounding).
+    w = 0.05 * jax.random.normal(jax.random.key(1), (5, 5, 16, 16))
+
+    def penalty(conv, w):
+      dx = jax.grad(lambda x: jnp.sum(jnp.tanh(conv(x, w))))(x)
+      return jnp.sum(dx ** 2)
+
+    fast = lambda x, w: conv_cpu.conv(x, w, 1, 1, _VALID)
+    got = jax.jit(jax.grad(lambda w: penalty(fast, w)))(w)
+    want = jax.jit(jax.grad(lambda w: penalty(_lax_valid, w)))(w)
+    _assert_close_to_scale(got, want)
+
+
+class AppliesTest(parameterized.TestCase):
+
+  def test_mnist_encoder_conv2(self):
+    self.assertTrue(winograd.applies((100, 12, 12, 32), (5, 5, 32, 32), 1, 1,
+                                     _VALID, jnp.float32))
+
+  @parameterized.named_parameters(
+      ('strided', (1, 12, 12, 32), (5, 5, 32, 32), 2, 1, _VALID),
+      ('dilated', (1, 12, 12, 32), (5, 5, 32, 32), 1, 2, _VALID),
+      ('padded', (1, 12, 12, 32), (5, 5, 32, 32), 1, 1, ((2, 2), (2, 2))),
+      ('few_in_channels', (1, 12, 12, 8), (5, 5, 8, 32), 1, 1, _VALID),
+      ('few_out_channels', (1, 12, 12, 32), (5, 5, 32, 1), 1, 1, _VALID),
+      ('kernel_7', (1, 12, 12, 32), (7, 7, 32, 32), 1, 1, _VALID),
+      ('kernel_3', (1, 12, 12, 32), (3, 3, 32, 32), 1, 1, _VALID),
+      ('kernel_1', (1, 12, 12, 32), (1, 1, 32, 32), 1, 1, _VALID),
+      ('under_one_tile', (1, 7, 12, 32), (5, 5, 32, 32), 1, 1, _VALID),
+  )
+  def test_not_applied(self, x_shape, w_shape, strides, dilation, pads):
+    self.assertFalse(winograd.applies(x_shape, w_shape, strides, dilation,
+                                      pads, jnp.float32))
+
+  def test_not_applied_to_bfloat16(self):
+    # Its transforms would round to bf16; the direct sum accumulates in f32.
+    self.assertFalse(winograd.applies((1, 12, 12, 32), (5, 5, 32, 32), 1, 1,
+                                      _VALID, jnp.bfloat16))
+
+
+if __name__ == '__main__':
+  absltest.main()
