@@ -33,11 +33,11 @@ the SGAN layer shapes (measured in `benchmarks/conv_benchmark.py`):
   with the k - 1 rows of padding).
 * Convolutions whose windows hold at most 32 values (k*k*C: a first layer)
   are one matmul over im2col patches.
-* Unpadded stride-1 float32 convolutions with 5x5 kernels and at least
-  16 input and output channels (the MNIST and CIFAR encoders' conv2, the
-  input gradient of G0's stride-1 layer) run Winograd's F(4x4, kxk),
-  forward pass and both gradients (`winograd`): 6.25x fewer multiply-adds
-  at 5x5, equal up to float rounding.
+* Float32 stride-1 5x5 convolutions with at least 16 input and output
+  channels that are unpadded (the MNIST and CIFAR encoders' conv2) or
+  padded by 4 all round (G0's stride-1 transposed layer) run Winograd's
+  F(4x4, 5x5), forward pass and both gradients (`winograd`): 6.25x fewer
+  multiply-adds, equal up to float rounding.
 * Batch-chunked results pass an optimization barrier, so that XLA cannot
   split a later batch reduction into per-chunk sums that its elementwise
   fusions then recompute per element.
@@ -519,6 +519,9 @@ def _forward(x: Array, w: Array, strides: int, dilation: int,
     return correlate_patches(x, w, strides, pads)
   if winograd.applies(x.shape, w.shape, strides, dilation, pads, x.dtype):
     return winograd.correlate(x, w)
+  if winograd.applies_full(x.shape, w.shape, strides, dilation, pads,
+                           x.dtype):
+    return winograd.correlate_full(x, w)
   if strides == 1 and _enlarges(x.shape, k, pads):
     if o < _FEW_CHANNELS:
       return correlate_scatter(x, w, pads)
@@ -562,6 +565,10 @@ def _conv_bwd(strides, dilation, pads, residuals, dy):
   k = w.shape[0]
   if winograd.applies(x.shape, w.shape, strides, dilation, pads, x.dtype):
     dx, dw = winograd.correlate_vjp(x, w, dy)
+    return dx.astype(x.dtype), dw.astype(w.dtype)
+  if winograd.applies_full(x.shape, w.shape, strides, dilation, pads,
+                           x.dtype):
+    dx, dw = winograd.correlate_full_vjp(x, w, dy)
     return dx.astype(x.dtype), dw.astype(w.dtype)
   # Padding of the input-gradient problem, as in lax's own transpose rule:
   # the dilated cotangent, padded, must be as long as the dilated input plus

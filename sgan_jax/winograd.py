@@ -1,4 +1,4 @@
-"""Winograd minimal filtering for stride-1 VALID convolutions on XLA:CPU.
+"""Winograd minimal filtering for stride-1 convolutions on XLA:CPU.
 
 F(m x m, k x k) (Lavin & Gray, 2016) computes each m x m tile of outputs of a
 k x k correlation from an a x a input tile (a = m + k - 1) with a*a instead of
@@ -20,7 +20,9 @@ and B back into overlapping input tiles (no multiply-adds with the k - 1
 rows of zero padding that a full correlation would pay), and the kernel
 gradient is a*a matmuls of the transformed input with the transformed
 cotangent, taken back through G. All of it is plain `jax.numpy`, so the
-gradients are differentiable again.
+gradients are differentiable again. A stride-1 transposed convolution (the
+correlation of x padded by k - 1, `correlate_full`; MNIST G0 8 -> 12) is
+that input gradient with the kernel flipped.
 
 The result equals the convolution up to float rounding: the transforms
 multiply by constants up to 5.25 (m = 4, k = 5), so errors are a few times
@@ -231,6 +233,35 @@ def correlate(x: Array, w: Array) -> Array:
   return y[:, :t.ho, :t.wo]
 
 
+def _output_tiles_transpose(dy: Array, t: _Tiling) -> Array:
+  """The transpose of the output transform: (N, Ho, Wo, O) cotangent ->
+  (a*a, tiles, O), one (a*a, m*m) x (m*m, tiles*O) matmul."""
+  n, o = dy.shape[0], dy.shape[-1]
+  dy = jnp.pad(dy, ((0, 0), (0, t.th * t.m - t.ho), (0, t.tw * t.m - t.wo),
+                    (0, 0)))
+  dy = dy.reshape(n, t.th, t.m, t.tw, t.m, o)
+  dy = jnp.transpose(dy, (2, 4, 0, 1, 3, 5)).reshape(t.m * t.m,
+                                                     t.tiles * o)
+  dm = jnp.dot(jnp.asarray(np.kron(t.at, t.at).T, dy.dtype), dy)
+  return dm.reshape(t.a * t.a, t.tiles, o)
+
+
+def _input_grad(dy: Array, w: Array, x_shape: Sequence[int]) -> Array:
+  """dL/dx of `correlate` on an input of `x_shape`, for cotangent dy."""
+  t = _Tiling(x_shape, w.shape[0])
+  dv = _batched(_output_tiles_transpose(dy, t), _kernel_tiles(w, t), 2, 2)
+  return _input_tiles_transpose(dv, t, x_shape)  # dv: (a*a, tiles, C)
+
+
+def _kernel_grad(x: Array, dy: Array, k: int) -> Array:
+  """dL/dw (k, k, C, O) of `correlate` of x, for cotangent dy."""
+  t = _Tiling(x.shape, k)
+  du = _batched(_input_tiles(x, t), _output_tiles_transpose(dy, t), 1, 1)
+  g = jnp.asarray(t.g, x.dtype)  # du: (a*a, C, O)
+  return jnp.einsum('ui,uvco,vj->ijco', g,
+                    du.reshape(t.a, t.a, *du.shape[1:]), g)
+
+
 def correlate_vjp(x: Array, w: Array, dy: Array) -> tuple[Array, Array]:
   """(dL/dx, dL/dw) of `correlate` for the output cotangent dy.
 
@@ -245,18 +276,73 @@ def correlate_vjp(x: Array, w: Array, dy: Array) -> tuple[Array, Array]:
   Returns:
     dx (N, H, W, C) and dw (k, k, C, O).
   """
-  t = _Tiling(x.shape, w.shape[0])
-  o = w.shape[-1]
-  dy = jnp.pad(dy, ((0, 0), (0, t.th * t.m - t.ho), (0, t.tw * t.m - t.wo),
-                    (0, 0)))
-  dy = dy.reshape(x.shape[0], t.th, t.m, t.tw, t.m, o)
-  dy = jnp.transpose(dy, (2, 4, 0, 1, 3, 5)).reshape(t.m * t.m,
-                                                     t.tiles * o)
-  dm = jnp.dot(jnp.asarray(np.kron(t.at, t.at).T, dy.dtype), dy)
-  dm = dm.reshape(t.a * t.a, t.tiles, o)
-  dv = _batched(dm, _kernel_tiles(w, t), 2, 2)  # (a*a, tiles, C)
-  du = _batched(_input_tiles(x, t), dm, 1, 1)  # (a*a, C, O)
-  g = jnp.asarray(t.g, w.dtype)
-  dw = jnp.einsum('ui,uvco,vj->ijco', g,
-                  du.reshape(t.a, t.a, *du.shape[1:]), g)
-  return _input_tiles_transpose(dv, t, x.shape), dw
+  return _input_grad(dy, w, x.shape), _kernel_grad(x, dy, w.shape[0])
+
+
+# ---------------------------------------------------------------------------
+# The full correlation (a stride-1 transposed convolution), by transposition.
+# ---------------------------------------------------------------------------
+
+
+def _flip(w: Array) -> Array:
+  """(k, k, C, O) -> (k, k, O, C), taps reversed: the kernel of the
+  transposed problem."""
+  return jnp.transpose(w[::-1, ::-1], (0, 1, 3, 2))
+
+
+def applies_full(x_shape: Sequence[int], w_shape: Sequence[int],
+                 strides: int, dilation: int, pads, dtype) -> bool:
+  """Whether `correlate_full` is used: the conditions of `applies` for the
+  VALID problem it is the transpose of (x is that problem's output)."""
+  k = w_shape[0]
+  full = ((k - 1, k - 1), (k - 1, k - 1))
+  if strides != 1 or dilation != 1 or tuple(map(tuple, pads)) != full:
+    return False
+  n, h, w, _ = x_shape
+  return applies((n, h + k - 1, w + k - 1, w_shape[3]), _flip_shape(w_shape),
+                 1, 1, ((0, 0), (0, 0)), dtype)
+
+
+def _flip_shape(w_shape: Sequence[int]) -> tuple[int, ...]:
+  k, k2, c, o = w_shape
+  return (k, k2, o, c)
+
+
+def correlate_full(x: Array, w: Array) -> Array:
+  """Stride-1 correlation of x zero-padded by k - 1 on every side (a
+  stride-1 VALID transposed convolution): (N, H, W, C) -> (N, H + k - 1,
+  W + k - 1, O).
+
+  It is the input gradient of the VALID correlation with the flipped
+  kernel, with x as that problem's output cotangent, so the Winograd
+  matmuls never meet the padding (MNIST G0 8 -> 12: 8x8 tiles of inputs,
+  not 12x12 of padded outputs).
+
+  Args:
+    x: (N, H, W, C) input.
+    w: (k, k, C, O) kernel.
+
+  Returns:
+    (N, H + k - 1, W + k - 1, O), up to float rounding
+    ``lax.conv_general_dilated(x, w, (1, 1), [(k - 1, k - 1)] * 2)``.
+  """
+  k = w.shape[0]
+  n, h, wd, _ = x.shape
+  return _input_grad(x, _flip(w), (n, h + k - 1, wd + k - 1, w.shape[-1]))
+
+
+def correlate_full_vjp(x: Array, w: Array, dy: Array
+                       ) -> tuple[Array, Array]:
+  """(dL/dx, dL/dw) of `correlate_full` for the output cotangent dy: the
+  VALID correlation of dy with the flipped kernel, and that problem's
+  kernel gradient (input dy, cotangent x), flipped back.
+
+  Args:
+    x: (N, H, W, C) input of the forward pass.
+    w: (k, k, C, O) kernel.
+    dy: (N, H + k - 1, W + k - 1, O) cotangent of the output.
+
+  Returns:
+    dx (N, H, W, C) and dw (k, k, C, O).
+  """
+  return correlate(dy, _flip(w)), _flip(_kernel_grad(dy, x, w.shape[0]))

@@ -24,6 +24,8 @@ _CONV_TRANSPOSE_CASES = (
     # MNIST G0: 4 -> 8 -> 12 -> 24 -> 28.
     ('g0_4to8_s2_same', (4, 4, 16), 16, 5, 2, 'SAME'),
     ('g0_8to12_s1_valid', (8, 8, 16), 8, 5, 1, 'VALID'),
+    # As wide as `winograd.MIN_CHANNELS`: the 'fast' impl runs Winograd.
+    ('g0_8to12_s1_valid_wide', (8, 8, 16), 16, 5, 1, 'VALID'),
     ('g0_12to24_s2_same', (12, 12, 8), 8, 5, 2, 'SAME'),
     ('g0_24to28_s1_valid', (24, 24, 8), 1, 5, 1, 'VALID'),
     # CIFAR G0: 5 -> 10 -> 14 -> 28 -> 32.
@@ -92,10 +94,19 @@ def _all_cases():
 _WINOGRAD_RTOL_OF_SCALE = 2e-5
 
 
-def _uses_winograd(x_shape, kernel, features, strides, padding):
-  pads = layers._conv_pads(x_shape[1:3], kernel, strides, padding)
-  return winograd.applies(x_shape, (kernel, kernel, x_shape[-1], features),
-                          strides, 1, pads, jnp.float32)
+def _winograd_routed(x_shape, w_shape, strides, dilation, pads):
+  """Whether conv_cpu.conv computes this problem by Winograd."""
+  return any(f(x_shape, w_shape, strides, dilation, pads, jnp.float32)
+             for f in (winograd.applies, winograd.applies_full))
+
+
+def _uses_winograd(kind, x_shape, kernel, features, strides, padding):
+  w_shape = (kernel, kernel, x_shape[-1], features)
+  if kind == 'conv':
+    pads = layers._conv_pads(x_shape[1:3], kernel, strides, padding)
+    return _winograd_routed(x_shape, w_shape, strides, 1, pads)
+  pads = layers._conv_transpose_pads(kernel, strides, padding)
+  return _winograd_routed(x_shape, w_shape, 1, strides, pads)
 
 
 def _inputs(shape, seed=0):
@@ -137,8 +148,8 @@ class LayersMatchFlaxTest(parameterized.TestCase):
         chex.assert_trees_all_equal(init, ref_init)
         self.assertEqual(y.shape, y_ref.shape)
         atol = 1e-5
-        if impl == 'fast' and kind == 'conv' and _uses_winograd(
-            x.shape, kernel, features, strides, padding):
+        if impl == 'fast' and _uses_winograd(kind, x.shape, kernel, features,
+                                             strides, padding):
           atol = _WINOGRAD_RTOL_OF_SCALE * float(jnp.max(jnp.abs(y_ref)))
         np.testing.assert_allclose(y, y_ref, atol=atol, rtol=1e-5)
         # Gradients sum over batch and pixels: compare relative to scale.
@@ -200,8 +211,7 @@ class LayersMatchFlaxTest(parameterized.TestCase):
                                                               problems):
       shape, w_shape, strides, dilation, pads = problem
       atol = 1e-4
-      if winograd.applies((3,) + shape, w_shape, strides, dilation, pads,
-                          jnp.float32):
+      if _winograd_routed((3,) + shape, w_shape, strides, dilation, pads):
         atol = _WINOGRAD_RTOL_OF_SCALE * float(jnp.max(jnp.abs(want)))
       for y in (got, *others):
         np.testing.assert_allclose(y, want, atol=atol, rtol=1e-5,

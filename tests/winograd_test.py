@@ -105,6 +105,42 @@ class CorrelateTest(parameterized.TestCase):
     _assert_close_to_scale(got, want)
 
 
+class CorrelateFullTest(parameterized.TestCase):
+  """The stride-1 transposed convolution: x padded by k - 1 all round."""
+
+  @parameterized.named_parameters(
+      ('mnist_g0_8to12', (8, 8, 32), 16),
+      ('partial_tiles', (7, 9, 16), 24),
+  )
+  def test_forward_and_vjp_match_lax(self, shape, features):
+    k = 5
+    full = ((k - 1, k - 1), (k - 1, k - 1))
+    key_x, key_w, key_dy = jax.random.split(jax.random.key(shape[0]), 3)
+    x = jax.random.normal(key_x, (3,) + shape)
+    w = jax.random.normal(key_w, (k, k, shape[-1], features))
+    self.assertTrue(winograd.applies_full(x.shape, w.shape, 1, 1, full,
+                                          x.dtype))
+    ref = lambda x, w: lax.conv_general_dilated(
+        x, w, (1, 1), full, dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
+        precision=lax.Precision.HIGHEST)
+    y_ref, vjp_ref = jax.vjp(ref, x, w)
+    dy = jax.random.normal(key_dy, y_ref.shape)
+    fast = lambda x, w: conv_cpu.conv(x, w, 1, 1, full)
+    y, (dx, dw) = jax.jit(lambda x, w, dy: (
+        winograd.correlate_full(x, w), jax.vjp(fast, x, w)[1](dy)))(x, w, dy)
+    dx_ref, dw_ref = vjp_ref(dy)
+    self.assertEqual(y.shape, y_ref.shape)
+    _assert_close_to_scale(y, y_ref, 'y')
+    _assert_close_to_scale(dx, dx_ref, 'dx')
+    _assert_close_to_scale(dw, dw_ref, 'dw')
+
+  def test_not_applied_to_other_padding(self):
+    self.assertFalse(winograd.applies_full(
+        (1, 8, 8, 32), (5, 5, 32, 32), 1, 1, ((4, 4), (4, 3)), jnp.float32))
+    self.assertFalse(winograd.applies_full(
+        (1, 8, 8, 32), (5, 5, 32, 32), 1, 1, ((2, 2), (2, 2)), jnp.float32))
+
+
 class AppliesTest(parameterized.TestCase):
 
   def test_mnist_encoder_conv2(self):
