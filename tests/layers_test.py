@@ -27,6 +27,7 @@ _CONV_TRANSPOSE_CASES = (
     # As wide as `winograd.MIN_CHANNELS`: the 'fast' impl runs Winograd.
     ('g0_8to12_s1_valid_wide', (8, 8, 16), 16, 5, 1, 'VALID'),
     ('g0_12to24_s2_same', (12, 12, 8), 8, 5, 2, 'SAME'),
+    ('g0_12to24_s2_same_wide', (12, 12, 16), 16, 5, 2, 'SAME'),  # Winograd
     ('g0_24to28_s1_valid', (24, 24, 8), 1, 5, 1, 'VALID'),
     # CIFAR G0: 5 -> 10 -> 14 -> 28 -> 32.
     ('cifar_5to10_s2_same', (5, 5, 8), 8, 5, 2, 'SAME'),
@@ -97,7 +98,8 @@ _WINOGRAD_RTOL_OF_SCALE = 2e-5
 def _winograd_routed(x_shape, w_shape, strides, dilation, pads):
   """Whether conv_cpu.conv computes this problem by Winograd."""
   return any(f(x_shape, w_shape, strides, dilation, pads, jnp.float32)
-             for f in (winograd.applies, winograd.applies_full))
+             for f in (winograd.applies, winograd.applies_full,
+                       conv_cpu._winograd_dilated_applies))
 
 
 def _uses_winograd(kind, x_shape, kernel, features, strides, padding):
@@ -386,6 +388,47 @@ class BeforeBiasTest(parameterized.TestCase):
     grads = [jax.grad(loss(f), argnums=(0, 1))(params, x)
              for f in (pooled_first, pooled_last)]
     chex.assert_trees_all_close(grads[0], grads[1], atol=1e-5)
+
+
+class DilatedWinogradTest(parameterized.TestCase):
+  """`conv_cpu._dilated_winograd`: all output phases of a transposed
+  convolution as one stride-1 Winograd correlation, for any padding."""
+
+  @parameterized.named_parameters(
+      ('s2_same', (9, 8, 16), 2, 'SAME'),
+      ('s2_valid', (8, 9, 16), 2, 'VALID'),
+      ('s2_int_pad', (8, 8, 16), 2, 1),
+      ('s3_same', (8, 8, 16), 3, 'SAME'),
+  )
+  def test_matches_lax(self, shape, strides, padding):
+    k, features = 5, 16
+    pads = layers._conv_transpose_pads(k, strides, padding)
+    x = jax.random.normal(jax.random.key(0), (2,) + shape)
+    w = jax.random.normal(jax.random.key(1), (k, k, shape[-1], features))
+    ref = lambda x, w: jax.lax.conv_general_dilated(
+        x, w, (1, 1), pads, lhs_dilation=(strides,) * 2,
+        dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
+        precision=jax.lax.Precision.HIGHEST)
+    y_ref, vjp_ref = jax.vjp(ref, x, w)
+    dy = jax.random.normal(jax.random.key(2), y_ref.shape)
+    y, (dx, dw) = jax.jit(lambda x, w, dy: (
+        conv_cpu._dilated_winograd(x, w, strides, pads),
+        conv_cpu._dilated_winograd_vjp(x, w, dy, strides, pads)))(x, w, dy)
+    self.assertEqual(y.shape, y_ref.shape)
+    for got, want in zip((y, dx, dw), (y_ref, *vjp_ref(dy))):
+      np.testing.assert_allclose(
+          got, want, rtol=0,
+          atol=_WINOGRAD_RTOL_OF_SCALE * float(jnp.max(jnp.abs(want))))
+
+  def test_routing(self):
+    same = layers._conv_transpose_pads(5, 2, 'SAME')
+    routed = lambda x_shape, c, o: conv_cpu._winograd_dilated_applies(
+        x_shape, (5, 5, c, o), 1, 2, same, jnp.float32)
+    self.assertTrue(routed((1, 12, 12, 64), 64, 64))  # MNIST G0 12 -> 24
+    self.assertFalse(routed((1, 4, 4, 128), 128, 128))  # 4 -> 8: one tile
+    self.assertFalse(routed((1, 12, 12, 8), 8, 8))  # too few channels
+    self.assertFalse(conv_cpu._winograd_dilated_applies(
+        (1, 12, 12, 64), (5, 5, 64, 64), 1, 2, same, jnp.bfloat16))
 
 
 if __name__ == '__main__':
