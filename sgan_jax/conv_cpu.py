@@ -298,14 +298,15 @@ def _winograd_dilated_applies(x_shape: Sequence[int], w_shape: Sequence[int],
   """Whether `_dilated_winograd` computes this correlation: a float32
   transposed convolution (dilation > 1) with a 5x5 kernel and at least
   `winograd.MIN_CHANNELS` channels in and out, whose phases share a window
-  of at most 5 taps and `winograd.MIN_SIDE` outputs a side."""
+  of at most 5 taps and `winograd.enough_tiles` outputs per phase."""
   k, _, c, o = w_shape
   if (dilation < 2 or strides != 1 or k != 5 or jnp.dtype(dtype) != jnp.float32
       or min(c, o) < winograd.MIN_CHANNELS):
     return False
   axes = [_phase_window(n, k, dilation, p)
           for n, p in zip(x_shape[1:3], pads)]
-  return all(a.window <= k and a.size >= winograd.MIN_SIDE for a in axes)
+  return (all(a.window <= k for a in axes)
+          and winograd.enough_tiles(x_shape[0], axes[0].size, axes[1].size))
 
 
 def _dilated_parts(x_shape: Sequence[int], w_shape: Sequence[int],

@@ -52,10 +52,21 @@ _POINTS = (0.0, 1.0, -1.0, 2.0, -2.0, 0.5, -0.5)
 # convolutions (the MNIST encoder's conv2); the SGAN nets' one unpadded 3x3
 # stride-1 layer (CIFAR D0's last conv) was not measured.
 _KERNEL = 5
-# Outputs per side at least this (2x2 tiles): with fewer tiles the kernel
-# transform and the thin matmuls cost more than they save (MNIST G0 4 -> 8,
-# 1 tile, batch 100: forward 8 -> 20 ms).
-MIN_SIDE = 2 * TILE
+# Tiles in the batch at least this: they are the rows of the a*a matmuls,
+# and fewer make them too thin to pay for the transforms. MNIST G0 4 -> 8
+# (one tile an image) forward: batch 100 9-13 ms direct vs 13-14 ms
+# Winograd; batch 1000 86 vs 52 ms. The encoder's conv2 at batch 100 (400
+# tiles) is faster by Winograd.
+MIN_TILES = 400
+
+
+def enough_tiles(batch: int, out_h: int, out_w: int) -> bool:
+  """Whether an output of `batch` x `out_h` x `out_w` pixels is worth
+  Winograd: at least one tile a side and `MIN_TILES` tiles in all."""
+  tiles = batch * -(-out_h // TILE) * -(-out_w // TILE)
+  return min(out_h, out_w) >= TILE and tiles >= MIN_TILES
+
+
 # Both channel counts at least this: the a*a matmuls are (tiles, C) x (C, O)
 # and must outweigh the transforms' memory traffic.
 MIN_CHANNELS = 16
@@ -76,15 +87,16 @@ def applies(x_shape: Sequence[int], w_shape: Sequence[int], strides: int,
   Returns:
     True for float32, stride 1, unpadded (VALID) convolutions with 5x5
     kernels, at least `MIN_CHANNELS` input and output channels and an
-    output of at least `MIN_SIDE` pixels a side. (`correlate` is correct
-    for kernels up to 5x5, see the tests; 5x5 is the size measured faster.)
+    output of `enough_tiles`. (`correlate` is correct for kernels up to
+    5x5, see the tests; 5x5 is the size measured faster.)
   """
   k, k2, c, o = w_shape
   return (jnp.dtype(dtype) == jnp.float32 and strides == 1
           and dilation == 1 and k == k2 == _KERNEL
           and tuple(map(tuple, pads)) == ((0, 0), (0, 0))
           and min(c, o) >= MIN_CHANNELS
-          and min(x_shape[1], x_shape[2]) - k + 1 >= MIN_SIDE)
+          and enough_tiles(x_shape[0], x_shape[1] - k + 1,
+                           x_shape[2] - k + 1))
 
 
 @functools.lru_cache(maxsize=None)
