@@ -32,6 +32,18 @@ def _assert_close_to_scale(got, want, msg=''):
                              atol=_RTOL_OF_SCALE * scale, err_msg=msg)
 
 
+def _assert_matches(ref, forward, vjp, x, w, key):
+  """forward(x, w) and vjp(x, w, dy) against ref's value and VJP."""
+  y_ref, vjp_ref = jax.vjp(ref, x, w)
+  dy = jax.random.normal(key, y_ref.shape)
+  y, (dx, dw) = jax.jit(lambda x, w, dy: (forward(x, w), vjp(x, w, dy)))(
+      x, w, dy)
+  np.testing.assert_equal(y.shape, y_ref.shape)
+  for name, got, want in zip(('y', 'dx', 'dw'), (y, dx, dw),
+                             (y_ref, *vjp_ref(dy))):
+    _assert_close_to_scale(got, want, name)
+
+
 # (x shape without batch, kernel side, output channels). The MNIST encoder's
 # conv2, CIFAR's, and outputs that are not whole tiles, non-square, k = 3.
 _CASES = (
@@ -63,16 +75,8 @@ class CorrelateTest(parameterized.TestCase):
     key_x, key_w, key_dy = jax.random.split(jax.random.key(len(shape) + k), 3)
     x = jax.random.normal(key_x, (3,) + shape)
     w = jax.random.normal(key_w, (k, k, shape[-1], features))
-    y_ref, vjp_ref = jax.vjp(_lax_valid, x, w)
-    dy = jax.random.normal(key_dy, y_ref.shape)
-
-    y, (dx, dw) = jax.jit(lambda x, w, dy: (
-        winograd.correlate(x, w), winograd.correlate_vjp(x, w, dy)))(x, w, dy)
-    dx_ref, dw_ref = vjp_ref(dy)
-    self.assertEqual(y.shape, y_ref.shape)
-    _assert_close_to_scale(y, y_ref, 'y')
-    _assert_close_to_scale(dx, dx_ref, 'dx')
-    _assert_close_to_scale(dw, dw_ref, 'dw')
+    _assert_matches(_lax_valid, winograd.correlate, winograd.correlate_vjp,
+                    x, w, key_dy)
 
   def test_gradient_of_gradient(self):
     # The VJP is plain jax.numpy, so a loss on the input gradient (a
@@ -111,16 +115,8 @@ class CorrelateFullTest(parameterized.TestCase):
     ref = lambda x, w: lax.conv_general_dilated(
         x, w, (1, 1), full, dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
         precision=lax.Precision.HIGHEST)
-    y_ref, vjp_ref = jax.vjp(ref, x, w)
-    dy = jax.random.normal(key_dy, y_ref.shape)
-    y, (dx, dw) = jax.jit(lambda x, w, dy: (
-        winograd.correlate_full(x, w),
-        winograd.correlate_full_vjp(x, w, dy)))(x, w, dy)
-    dx_ref, dw_ref = vjp_ref(dy)
-    self.assertEqual(y.shape, y_ref.shape)
-    _assert_close_to_scale(y, y_ref, 'y')
-    _assert_close_to_scale(dx, dx_ref, 'dx')
-    _assert_close_to_scale(dw, dw_ref, 'dw')
+    _assert_matches(ref, winograd.correlate_full, winograd.correlate_full_vjp,
+                    x, w, key_dy)
 
   def test_routing(self):
     routed = lambda pads: winograd.applies_full(
