@@ -33,11 +33,14 @@ the SGAN layer shapes (measured in `benchmarks/conv_benchmark.py`):
   with the k - 1 rows of padding).
 * Convolutions whose windows hold at most 32 values (k*k*C: a first layer)
   are one matmul over im2col patches.
-* Float32 stride-1 5x5 convolutions with at least 16 input and output
-  channels that are unpadded (the MNIST and CIFAR encoders' conv2) or
-  padded by 4 all round (G0's stride-1 transposed layer) run Winograd's
-  F(4x4, 5x5), forward pass and both gradients (`winograd`): 6.25x fewer
-  multiply-adds, equal up to float rounding.
+* Float32 5x5 convolutions with at least 16 input and output channels and
+  at least 400 output tiles of 4x4 in the batch run Winograd (`winograd`),
+  forward pass and both gradients, equal up to float rounding: stride-1
+  ones that are unpadded (the encoders' conv2, F(4x4, 5x5), 6.25x fewer
+  multiply-adds) or padded by 4 all round (G0's stride-1 transposed
+  layer, as the unpadded problem's input gradient), and transposed
+  (input-dilated) ones, whose output phases become one stride-1 3x3
+  correlation to s*s*O channels (F(4x4, 3x3); `_dilated_winograd`).
 * Batch-chunked results pass an optimization barrier, so that XLA cannot
   split a later batch reduction into per-chunk sums that its elementwise
   fusions then recompute per element.
@@ -360,7 +363,8 @@ def _dilated_winograd_vjp(x: Array, w: Array, dy: Array, dilation: int,
   xp, pad_t = jax.vjp(pad_input, x)
   wp, kernel_t = jax.vjp(phase_kernel, w)
   y_shape = jax.eval_shape(winograd.correlate, xp, wp)
-  _, interleave_t = jax.vjp(interleave, jnp.zeros(y_shape.shape, y_shape.dtype))
+  _, interleave_t = jax.vjp(interleave,
+                            jnp.zeros(y_shape.shape, y_shape.dtype))
   dxp, dwp = winograd.correlate_vjp(xp, wp, interleave_t(dy)[0])
   return pad_t(dxp)[0], kernel_t(dwp)[0]
 

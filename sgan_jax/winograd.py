@@ -27,8 +27,8 @@ that input gradient with the kernel flipped.
 The result equals the convolution up to float rounding: the transforms
 multiply by constants up to 5.25 (m = 4, k = 5), so errors are a few times
 those of a direct float32 convolution (2e-6 to 1.2e-5 of the output's
-scale on the SGAN layer shapes; `tests/winograd_test.py` allows 2e-5). Layers that need the direct sum's
-rounding use ``impl='xla'``.
+scale on the SGAN layer shapes; `tests/winograd_test.py` allows 2e-5).
+Layers that need the direct sum's rounding use ``impl='xla'``.
 """
 
 from collections.abc import Sequence
