@@ -55,7 +55,7 @@ the VJP is therefore differentiable again (e.g. for gradient penalties).
 
 from collections.abc import Callable, Sequence
 import functools
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 from jax import lax
@@ -622,23 +622,35 @@ def _kernel_grad_scattered(x: Array, dy: Array, k: int, pads: Pads
 # ---------------------------------------------------------------------------
 
 
+def _winograd_route(x_shape: Sequence[int], w_shape: Sequence[int],
+                    strides: int, dilation: int, pads: Pads, dtype
+                    ) -> tuple[Callable[..., Array], Callable[..., Any]] | None:
+  """(forward(x, w), vjp(x, w, dy) -> (dx, dw)) of the Winograd path that
+  computes this convolution, or None. Forward pass and VJP both route
+  through here, so they always take the same path."""
+  args = (x_shape, w_shape, strides, dilation, pads, dtype)
+  if winograd.applies(*args):
+    return winograd.correlate, winograd.correlate_vjp
+  if winograd.applies_full(*args):
+    return winograd.correlate_full, winograd.correlate_full_vjp
+  if _winograd_dilated_applies(*args):
+    return (lambda x, w: _dilated_winograd(x, w, dilation, pads),
+            lambda x, w, dy: _dilated_winograd_vjp(x, w, dy, dilation, pads))
+  return None
+
+
 def _forward(x: Array, w: Array, strides: int, dilation: int,
              pads: Pads) -> Array:
   k, o = w.shape[0], w.shape[-1]
+  if dilation > 1 and strides != 1:
+    raise NotImplementedError('Both strides and input dilation > 1.')
+  route = _winograd_route(x.shape, w.shape, strides, dilation, pads, x.dtype)
+  if route is not None:
+    return route[0](x, w)
   if dilation > 1:
-    if strides != 1:
-      raise NotImplementedError('Both strides and input dilation > 1.')
-    if _winograd_dilated_applies(x.shape, w.shape, strides, dilation, pads,
-                                 x.dtype):
-      return _dilated_winograd(x, w, dilation, pads)
     return _dilated(x, w, dilation, pads)
   if k * k * x.shape[-1] <= _NARROW_PATCHES:
     return correlate_patches(x, w, strides, pads)
-  if winograd.applies(x.shape, w.shape, strides, dilation, pads, x.dtype):
-    return winograd.correlate(x, w)
-  if winograd.applies_full(x.shape, w.shape, strides, dilation, pads,
-                           x.dtype):
-    return winograd.correlate_full(x, w)
   if strides == 1 and _enlarges(x.shape, k, pads):
     if o < _FEW_CHANNELS:
       return correlate_scatter(x, w, pads)
@@ -680,16 +692,9 @@ def _conv_fwd(x, w, strides, dilation, pads):
 def _conv_bwd(strides, dilation, pads, residuals, dy):
   x, w = residuals
   k = w.shape[0]
-  if winograd.applies(x.shape, w.shape, strides, dilation, pads, x.dtype):
-    dx, dw = winograd.correlate_vjp(x, w, dy)
-    return dx.astype(x.dtype), dw.astype(w.dtype)
-  if winograd.applies_full(x.shape, w.shape, strides, dilation, pads,
-                           x.dtype):
-    dx, dw = winograd.correlate_full_vjp(x, w, dy)
-    return dx.astype(x.dtype), dw.astype(w.dtype)
-  if _winograd_dilated_applies(x.shape, w.shape, strides, dilation, pads,
-                               x.dtype):
-    dx, dw = _dilated_winograd_vjp(x, w, dy, dilation, pads)
+  route = _winograd_route(x.shape, w.shape, strides, dilation, pads, x.dtype)
+  if route is not None:
+    dx, dw = route[1](x, w, dy)
     return dx.astype(x.dtype), dw.astype(w.dtype)
   # Padding of the input-gradient problem, as in lax's own transpose rule:
   # the dilated cotangent, padded, must be as long as the dilated input plus
@@ -698,8 +703,7 @@ def _conv_bwd(strides, dilation, pads, residuals, dy):
       (k - 1 - lo, (n - 1) * dilation + lo - (m - 1) * strides)
       for (lo, _), n, m in zip(pads, x.shape[1:3], dy.shape[1:3])
   )
-  w_flipped = jnp.transpose(w[::-1, ::-1], (0, 1, 3, 2))
-  dx = conv(dy, w_flipped, dilation, strides, pads_dx)
+  dx = conv(dy, winograd.flip_kernel(w), dilation, strides, pads_dx)
   if dilation > 1:
     dw = _dilated_kernel_grad(x, dy, k, dilation, pads)
   elif strides == 1 and _enlarges(x.shape, k, pads):

@@ -134,7 +134,7 @@ class _Tiling:
 
   def __init__(self, x_shape: Sequence[int], k: int, m: int = TILE):
     n, h, w, _ = x_shape
-    self.m, self.k, self.a = m, k, m + k - 1
+    self.m, self.a = m, m + k - 1
     self.ho, self.wo = h - k + 1, w - k + 1
     self.th, self.tw = -(-self.ho // m), -(-self.wo // m)
     # Zero rows and columns that complete the last tiles.
@@ -300,9 +300,9 @@ def correlate_vjp(x: Array, w: Array, dy: Array) -> tuple[Array, Array]:
 # ---------------------------------------------------------------------------
 
 
-def _flip(w: Array) -> Array:
+def flip_kernel(w: Array) -> Array:
   """(k, k, C, O) -> (k, k, O, C), taps reversed: the kernel of the
-  transposed problem."""
+  transposed problem (a convolution's input gradient)."""
   return jnp.transpose(w[::-1, ::-1], (0, 1, 3, 2))
 
 
@@ -315,13 +315,9 @@ def applies_full(x_shape: Sequence[int], w_shape: Sequence[int],
   if strides != 1 or dilation != 1 or tuple(map(tuple, pads)) != full:
     return False
   n, h, w, _ = x_shape
-  return applies((n, h + k - 1, w + k - 1, w_shape[3]), _flip_shape(w_shape),
-                 1, 1, ((0, 0), (0, 0)), dtype)
-
-
-def _flip_shape(w_shape: Sequence[int]) -> tuple[int, ...]:
-  k, k2, c, o = w_shape
-  return (k, k2, o, c)
+  _, k2, c, o = w_shape
+  return applies((n, h + k - 1, w + k - 1, o), (k, k2, o, c), 1, 1,
+                 ((0, 0), (0, 0)), dtype)
 
 
 def correlate_full(x: Array, w: Array) -> Array:
@@ -344,7 +340,7 @@ def correlate_full(x: Array, w: Array) -> Array:
   """
   k = w.shape[0]
   n, h, wd, _ = x.shape
-  return _input_grad(x, _flip(w), (n, h + k - 1, wd + k - 1, w.shape[-1]))
+  return _input_grad(x, flip_kernel(w), (n, h + k - 1, wd + k - 1, w.shape[-1]))
 
 
 def correlate_full_vjp(x: Array, w: Array, dy: Array
@@ -361,4 +357,5 @@ def correlate_full_vjp(x: Array, w: Array, dy: Array
   Returns:
     dx (N, H, W, C) and dw (k, k, C, O).
   """
-  return correlate(dy, _flip(w)), _flip(_kernel_grad(dy, x, w.shape[0]))
+  return (correlate(dy, flip_kernel(w)),
+          flip_kernel(_kernel_grad(dy, x, w.shape[0])))

@@ -17,7 +17,6 @@ import numpy as np
 
 from sgan_jax import conv_cpu
 from sgan_jax import layers
-from sgan_jax import winograd
 
 # (name, input HWC, features, kernel, strides, padding).
 _CONV_TRANSPOSE_CASES = (
@@ -92,9 +91,8 @@ _WINOGRAD_RTOL_OF_SCALE = 2e-5
 
 def _winograd_routed(x_shape, w_shape, strides, dilation, pads):
   """Whether conv_cpu.conv computes this problem by Winograd."""
-  return any(f(x_shape, w_shape, strides, dilation, pads, jnp.float32)
-             for f in (winograd.applies, winograd.applies_full,
-                       conv_cpu._winograd_dilated_applies))
+  return conv_cpu._winograd_route(x_shape, w_shape, strides, dilation, pads,
+                                  jnp.float32) is not None
 
 
 def _inputs(shape, seed=0):
