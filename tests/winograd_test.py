@@ -155,5 +155,56 @@ class AppliesTest(parameterized.TestCase):
                                       1, _VALID, jnp.bfloat16))
 
 
+class ShardedTest(parameterized.TestCase):
+  """The Winograd routes under a batch-sharded jit (the training steps'
+  layout): the reshapes that merge the batch into the tile axis must leave
+  the result equal to one device's."""
+
+  @parameterized.named_parameters(
+      # Unpadded (encoder conv2), padded by 4 (G0 8 -> 12), transposed
+      # stride 2 'SAME' (G0 12 -> 24); 800 images, 100 a device, 400+
+      # tiles.
+      ('valid', (12, 12, 16), 16, 1, 1, _VALID),
+      ('full', (8, 8, 16), 16, 1, 1, ((4, 4), (4, 4))),
+      ('transposed', (6, 6, 16), 16, 1, 2, ((3, 2), (3, 2))),
+  )
+  def test_eight_devices_equal_one(self, shape, features, strides, dilation,
+                                   pads):
+    devices = jax.devices()
+    self.assertLen(devices, 8)  # conftest's fake CPU devices
+    x_shape = (800,) + shape
+    w_shape = (5, 5, shape[-1], features)
+    route = conv_cpu._winograd_route(x_shape, w_shape, strides, dilation,
+                                     pads, jnp.float32)
+    self.assertIsNotNone(route)
+    key_x, key_w, key_dy = jax.random.split(jax.random.key(7), 3)
+    x = jax.random.normal(key_x, x_shape)
+    w = jax.random.normal(key_w, w_shape)
+
+    def loss(x, w):
+      y = conv_cpu.conv(x, w, strides, dilation, pads)
+      return jnp.sum(y * jax.random.normal(key_dy, y.shape)), y
+
+    step = jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)
+    want = jax.jit(step)(x, w)
+    mesh = jax.sharding.Mesh(np.asarray(devices), ('data',))
+    batch = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(
+        'data'))
+    repl = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    sharded = jax.jit(step, in_shardings=(batch, repl)).lower(
+        jax.device_put(x, batch), jax.device_put(w, repl)).compile()
+    # Each device transforms its own images: the only collective is the
+    # kernel gradient's all-reduce, no gathering of activations.
+    hlo = sharded.as_text()
+    for collective in ('all-gather', 'all-to-all', 'collective-permute'):
+      self.assertNotIn(f' {collective}(', hlo)
+    got = sharded(jax.device_put(x, batch), jax.device_put(w, repl))
+    (_, y), (dx, dw) = got
+    self.assertEqual(y.sharding.spec, batch.spec)
+    for name, g, r in zip(('y', 'dx', 'dw'), (y, dx, dw),
+                          (want[0][1], *want[1])):
+      _assert_close_to_scale(g, r, name)
+
+
 if __name__ == '__main__':
   absltest.main()
