@@ -131,14 +131,18 @@ def _unflatten_batch(y: Array, batch_shape: tuple[int, ...] | None) -> Array:
   return y.reshape(batch_shape + y.shape[1:])
 
 
-class Conv(nn.Module):
-  """2-D convolution, parameter-compatible with ``flax.linen.Conv``.
+class _ConvBase(nn.Module):
+  """Fields, parameters and dtype handling shared by `Conv` and
+  `ConvTranspose` (those of ``flax.linen.Conv``), in the attribute order of
+  the Flax layers.
 
   Attributes:
     features: number of output channels.
     kernel_size: side of the square kernel.
-    strides: stride in both spatial dimensions.
-    padding: 'SAME', 'VALID' or a symmetric int pad of both sides of H and W.
+    strides: the stride (`Conv`) or upsampling factor (`ConvTranspose`) in
+      both spatial dimensions.
+    padding: 'SAME', 'VALID' or a symmetric int pad of both sides of H and
+      W (of the dilated input, for `ConvTranspose`).
     use_bias: whether to add a bias.
     kernel_init: initializer of the (k, k, in, features) kernel.
     bias_init: initializer of the (features,) bias.
@@ -157,6 +161,30 @@ class Conv(nn.Module):
   dtype: Any = None
   param_dtype: Any = jnp.float32
   impl: str = 'auto'
+
+  def _operands(self, x: Array) -> tuple[Array, Array, Array | None]:
+    """(x, kernel, bias or None), created as Flax names them and promoted
+    to the computation dtype; called from the subclasses' compact call."""
+    k = self.kernel_size
+    kernel = self.param(
+        'kernel',
+        self.kernel_init,
+        (k, k, x.shape[-1], self.features),
+        self.param_dtype,
+    )
+    bias = (
+        self.param('bias', self.bias_init, (self.features,), self.param_dtype)
+        if self.use_bias
+        else None
+    )
+    return nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+
+
+class Conv(_ConvBase):
+  """2-D convolution, parameter-compatible with ``flax.linen.Conv``.
+
+  Attributes: those of `_ConvBase`; ``strides`` is the window stride.
+  """
 
   @nn.compact
   def __call__(self, x: Array,
@@ -175,20 +203,10 @@ class Conv(nn.Module):
     """
     impl = resolve_impl(self.impl)
     x, batch_shape = _flatten_batch(x)
-    k = self.kernel_size
-    kernel = self.param(
-        'kernel',
-        self.kernel_init,
-        (k, k, x.shape[-1], self.features),
-        self.param_dtype,
-    )
-    bias = (
-        self.param('bias', self.bias_init, (self.features,), self.param_dtype)
-        if self.use_bias
-        else None
-    )
-    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
-    pads = _conv_pads(x.shape[1:3], k, self.strides, self.padding)
+    x, kernel, bias = self._operands(x)
+    # Computed on both paths: it also rejects a bad `padding`.
+    pads = _conv_pads(x.shape[1:3], self.kernel_size, self.strides,
+                      self.padding)
     if impl == 'xla':
       # The call flax.linen.Conv makes.
       y = lax.conv_general_dilated(
@@ -207,7 +225,7 @@ class Conv(nn.Module):
     return _unflatten_batch(y, batch_shape)
 
 
-class ConvTranspose(nn.Module):
+class ConvTranspose(_ConvBase):
   """2-D transposed conv, parameter-compatible with ``nn.ConvTranspose``.
 
   Matches ``flax.linen.ConvTranspose`` with its default
@@ -215,29 +233,9 @@ class ConvTranspose(nn.Module):
   flipped, and the output size is in*strides for 'SAME' and
   (in - 1)*strides + max(k, strides) for 'VALID'.
 
-  Attributes:
-    features: number of output channels.
-    kernel_size: side of the square kernel.
-    strides: upsampling factor in both spatial dimensions (any positive int).
-    padding: 'SAME', 'VALID' or a symmetric int pad of the dilated input.
-    use_bias: whether to add a bias.
-    kernel_init: initializer of the (k, k, in, features) kernel.
-    bias_init: initializer of the (features,) bias.
-    dtype: computation dtype (default: inferred from inputs and params).
-    param_dtype: dtype of the parameters.
-    impl: 'xla', 'fast' or 'auto'; see ``resolve_impl``.
+  Attributes: those of `_ConvBase`; ``strides`` is the upsampling factor
+  (any positive int) and an int ``padding`` pads the dilated input.
   """
-
-  features: int
-  kernel_size: int
-  strides: int = 1
-  padding: str | int = 'SAME'
-  use_bias: bool = True
-  kernel_init: Callable[..., Array] = nn.initializers.lecun_normal()
-  bias_init: Callable[..., Array] = nn.initializers.zeros
-  dtype: Any = None
-  param_dtype: Any = jnp.float32
-  impl: str = 'auto'
 
   @nn.compact
   def __call__(self, x: Array) -> Array:
@@ -251,20 +249,8 @@ class ConvTranspose(nn.Module):
     """
     impl = resolve_impl(self.impl)
     x, batch_shape = _flatten_batch(x)
-    k = self.kernel_size
-    kernel = self.param(
-        'kernel',
-        self.kernel_init,
-        (k, k, x.shape[-1], self.features),
-        self.param_dtype,
-    )
-    bias = (
-        self.param('bias', self.bias_init, (self.features,), self.param_dtype)
-        if self.use_bias
-        else None
-    )
-    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
-    pads = _conv_transpose_pads(k, self.strides, self.padding)
+    x, kernel, bias = self._operands(x)
+    pads = _conv_transpose_pads(self.kernel_size, self.strides, self.padding)
     if impl == 'xla':
       # The call flax.linen.ConvTranspose makes.
       y = lax.conv_transpose(
