@@ -1,8 +1,8 @@
-"""sgan_jax.xla_cpu_flags: which kernels XLA:CPU gives the convolutions, and
-on which thread a CPU step runs.
+"""sgan_jax.xla_cpu_flags: which kernels XLA:CPU gives the convolutions, on
+which thread a CPU step runs, and the training steps' compile options.
 
-Each case runs in a fresh interpreter, since XLA reads its flags once per
-process.
+The flag cases run in a fresh interpreter, since XLA reads its flags once per
+process; the per-compilation options are tested in this one.
 """
 
 import os
@@ -11,6 +11,11 @@ import sys
 import textwrap
 
 from absl.testing import absltest
+import jax
+import jax.numpy as jnp
+
+from sgan_jax import jitted
+from sgan_jax import xla_cpu_flags
 
 # Prints use_eigen_convolutions()'s result, whether XLA_FLAGS then holds the
 # flag (and how often), and how many convolutions YNNPACK got.
@@ -101,6 +106,61 @@ class RunStepsOnCallingThreadTest(absltest.TestCase):
   def test_user_setting_wins(self):
     fields, _ = _dispatch_probe('early', JAX_CPU_ENABLE_ASYNC_DISPATCH='1')
     self.assertEqual(fields, ['False', 'False'])
+
+
+class _MostOptimizations:
+  """Turns `jax_disable_most_optimizations` off inside the block (the
+  suite's conftest turns it on), as in a training process."""
+
+  def __enter__(self):
+    self._saved = jax.config.read('jax_disable_most_optimizations')
+    jax.config.update('jax_disable_most_optimizations', False)
+
+  def __exit__(self, *exc):
+    jax.config.update('jax_disable_most_optimizations', self._saved)
+
+
+class CompilerOptionsTest(absltest.TestCase):
+
+  def test_llvm_o2_on_cpu(self):
+    with _MostOptimizations():
+      self.assertEqual(xla_cpu_flags.compiler_options(),
+                       {'xla_backend_optimization_level': 2})
+
+  def test_none_under_disable_most_optimizations(self):
+    # Its level 0 (the test suite's cheap compiles) must not become 2.
+    self.assertTrue(jax.config.read('jax_disable_most_optimizations'))
+    self.assertEqual(xla_cpu_flags.compiler_options(), {})
+
+  def test_user_setting_wins(self):
+    saved = os.environ.get('XLA_FLAGS')
+    os.environ['XLA_FLAGS'] = (
+        f'{saved or ""} --xla_backend_optimization_level=3'.strip())
+    try:
+      with _MostOptimizations():
+        self.assertEqual(xla_cpu_flags.compiler_options(), {})
+    finally:
+      if saved is None:
+        del os.environ['XLA_FLAGS']
+      else:
+        os.environ['XLA_FLAGS'] = saved
+
+  def test_compile_ahead_compiles_with_them(self):
+    fn = jax.jit(lambda x: jnp.tanh(x) * 2.0)
+    x = jnp.arange(8.0)
+    with _MostOptimizations():
+      # XLA accepts the option name (a jaxlib that renamed it would fail
+      # here, not silently compile at -O3).
+      step = jitted.compile_ahead({'f': fn}, (x,))['f']
+    self.assertTrue(jnp.allclose(step(x), jnp.tanh(x) * 2.0))
+    # And the options do reach XLA: an unknown one is refused.
+    real = xla_cpu_flags.compiler_options
+    xla_cpu_flags.compiler_options = lambda: {'xla_no_such_option': 1}
+    try:
+      with self.assertRaisesRegex(Exception, 'xla_no_such_option'):
+        jitted.compile_ahead({'f': fn}, (x,))
+    finally:
+      xla_cpu_flags.compiler_options = real
 
 
 if __name__ == '__main__':
