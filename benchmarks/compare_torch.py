@@ -196,11 +196,9 @@ class _JaxContender:
             'D1': size(st.stacks[1].d.params)}
 
   def compile(self, phase: str) -> float:
-    from sgan_jax import jitted  # pylint: disable=g-import-not-at-top
-    # The way training compiles it (its XLA options included).
     t = time.perf_counter()
-    self._exe[phase] = jitted.compile_ahead(
-        {phase: self._compiled[phase]}, (self.st, self.batch, self.root))[phase]
+    self._exe[phase] = self._compiled[phase].lower(
+        self.st, self.batch, self.root).compile()
     return time.perf_counter() - t
 
   def run(self, phase: str, n: int) -> None:

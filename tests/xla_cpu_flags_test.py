@@ -12,9 +12,10 @@ import textwrap
 
 from absl.testing import absltest
 import jax
-import jax.numpy as jnp
 
+import helpers
 from sgan_jax import jitted
+from sgan_jax import sharding
 from sgan_jax import xla_cpu_flags
 
 # Prints use_eigen_convolutions()'s result, whether XLA_FLAGS then holds the
@@ -145,22 +146,24 @@ class CompilerOptionsTest(absltest.TestCase):
       else:
         os.environ['XLA_FLAGS'] = saved
 
-  def test_compile_ahead_compiles_with_them(self):
-    fn = jax.jit(lambda x: jnp.tanh(x) * 2.0)
-    x = jnp.arange(8.0)
+  def test_compile_steps_jits_with_them(self):
+    config = helpers.load_config('mnist')
+    models, st = helpers.build(config)
+    mesh = sharding.make_mesh(jax.devices()[:1])
     with _MostOptimizations():
-      # XLA accepts the option name (a jaxlib that renamed it would fail
-      # here, not silently compile at -O3).
-      step = jitted.compile_ahead({'f': fn}, (x,))['f']
-    self.assertTrue(jnp.allclose(step(x), jnp.tanh(x) * 2.0))
+      # XLA accepts the option (a jaxlib that renamed it would fail here,
+      # not silently compile at -O3).
+      reset = jitted.compile_steps(models, config, mesh)['reset_optimizers']
+      reset.lower(st).compile()
     # And the options do reach XLA: an unknown one is refused.
     real = xla_cpu_flags.compiler_options
     xla_cpu_flags.compiler_options = lambda: {'xla_no_such_option': 1}
     try:
-      with self.assertRaisesRegex(Exception, 'xla_no_such_option'):
-        jitted.compile_ahead({'f': fn}, (x,))
+      reset = jitted.compile_steps(models, config, mesh)['reset_optimizers']
     finally:
       xla_cpu_flags.compiler_options = real
+    with self.assertRaisesRegex(Exception, 'xla_no_such_option'):
+      reset.lower(st).compile()
 
 
 if __name__ == '__main__':
