@@ -195,10 +195,14 @@ class _JaxContender:
             'G1': size(st.stacks[1].g.params),
             'D1': size(st.stacks[1].d.params)}
 
-  def compile(self, phase: str) -> float:
+  def compile(self, phase: str, compiler_options: dict | None = None
+              ) -> float:
+    """Compiles `phase` (with XLA `compiler_options` on top of the step's
+    own, `xla_cpu_flags.compiler_options`); returns the seconds taken."""
     t = time.perf_counter()
     self._exe[phase] = self._compiled[phase].lower(
-        self.st, self.batch, self.root).compile()
+        self.st, self.batch, self.root).compile(
+            compiler_options=compiler_options)
     return time.perf_counter() - t
 
   def run(self, phase: str, n: int) -> None:
