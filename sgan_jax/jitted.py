@@ -47,39 +47,46 @@ def compile_steps(models: models_lib.Models,
 
   Returns a dict with 'encoder', 'stack{i}' for every stack and 'joint'
   (all `(state, batch, root_key) -> (state, metrics)`), 'encoder_eval',
-  'reset_optimizers' and 'sample'. All compile with
-  `xla_cpu_flags.compiler_options()`: on CPU at LLVM -O2, in 6-18 % less
-  time than at XLA's -O3 for all MNIST steps, which run as fast.
+  'reset_optimizers' and 'sample'. The functions that run G0 (stack 0,
+  joint, sample) compile with `xla_cpu_flags.compiler_options()`.
   """
   hp = steps.StepConfig.from_config(config)
   repl = sharding.replicated(mesh)
   batch = sharding.batch_sharding(mesh)
-  jit = functools.partial(jax.jit,
-                          compiler_options=xla_cpu_flags.compiler_options())
+  # On CPU, LLVM -O2 where the compile time is: the image-level steps take
+  # most of it, 16-20 % less at -O2 than at XLA's -O3 for the same speed
+  # (in-process A/B on the 2-core VM of benchmarks/RESULTS.md). The encoder
+  # and stack 1 steps compile in 2-3 s either way and ran 2-4 % slower at
+  # -O2 (31 alternating timings), so they keep XLA's default.
+  jit_o2 = functools.partial(
+      jax.jit, compiler_options=xla_cpu_flags.compiler_options())
 
   if config.optim.skip_nonfinite_updates:
     wrap = _skip_nonfinite
   else:
     wrap = lambda fn: fn
 
-  def jit_step(fn):
+  def jit_step(fn, image_level: bool):
     fn = wrap(fn)
     # The state is donated: its buffers are reused for the new state, so a
     # step needs no second copy of every network and optimizer.
-    return jit(fn, in_shardings=(repl, batch, repl),
-               out_shardings=(repl, repl), donate_argnums=0)
+    return (jit_o2 if image_level else jax.jit)(
+        fn, in_shardings=(repl, batch, repl), out_shardings=(repl, repl),
+        donate_argnums=0)
 
-  compiled = {'encoder': jit_step(steps.make_encoder_step(models, hp)),
-              'joint': jit_step(steps.make_joint_step(models, hp))}
+  compiled = {
+      'encoder': jit_step(steps.make_encoder_step(models, hp), False),
+      'joint': jit_step(steps.make_joint_step(models, hp), True)}
   for i in range(models.num_stacks):
-    compiled[f'stack{i}'] = jit_step(steps.make_stack_step(models, i, hp))
-  compiled['encoder_eval'] = jit(
+    compiled[f'stack{i}'] = jit_step(steps.make_stack_step(models, i, hp),
+                                     i == 0)
+  compiled['encoder_eval'] = jax.jit(
       steps.make_encoder_eval_step(models, hp), in_shardings=(repl, batch),
       out_shardings=repl)
-  compiled['reset_optimizers'] = jit(
+  compiled['reset_optimizers'] = jax.jit(
       state_lib.reset_optimizers, in_shardings=repl, out_shardings=repl,
       donate_argnums=0)
-  compiled['sample'] = jit(
+  compiled['sample'] = jit_o2(
       sampling.make_sample_fn(models), in_shardings=(repl, batch, batch, repl),
       out_shardings=batch)
   return compiled

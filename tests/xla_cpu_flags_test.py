@@ -12,6 +12,7 @@ import textwrap
 
 from absl.testing import absltest
 import jax
+import jax.numpy as jnp
 
 import helpers
 from sgan_jax import jitted
@@ -146,24 +147,35 @@ class CompilerOptionsTest(absltest.TestCase):
       else:
         os.environ['XLA_FLAGS'] = saved
 
-  def test_compile_steps_jits_with_them(self):
+  def test_compile_steps_gives_them_to_the_image_level_functions(self):
     config = helpers.load_config('mnist')
     models, st = helpers.build(config)
     mesh = sharding.make_mesh(jax.devices()[:1])
+    labels = jnp.zeros((8,), jnp.int32)
+    sample_args = (st, labels, labels, jax.random.key(0))
     with _MostOptimizations():
       # XLA accepts the option (a jaxlib that renamed it would fail here,
       # not silently compile at -O3).
-      reset = jitted.compile_steps(models, config, mesh)['reset_optimizers']
-      reset.lower(st).compile()
-    # And the options do reach XLA: an unknown one is refused.
+      jitted.compile_steps(models, config, mesh)['sample'].lower(
+          *sample_args).compile()
+    # The options reach XLA where they are meant to: an unknown one patched
+    # in is refused by the functions that run G0, not by the others (XLA's
+    # defaults).
     real = xla_cpu_flags.compiler_options
     xla_cpu_flags.compiler_options = lambda: {'xla_no_such_option': 1}
     try:
-      reset = jitted.compile_steps(models, config, mesh)['reset_optimizers']
+      compiled = jitted.compile_steps(models, config, mesh)
     finally:
       xla_cpu_flags.compiler_options = real
-    with self.assertRaisesRegex(Exception, 'xla_no_such_option'):
-      reset.lower(st).compile()
+    step_args = (st, helpers.fake_batch(config), jax.random.key(0))
+    for name in ('stack0', 'joint', 'sample'):
+      with self.subTest(name), self.assertRaisesRegex(
+          Exception, 'xla_no_such_option'):
+        compiled[name].lower(
+            *(sample_args if name == 'sample' else step_args)).compile()
+    for name in ('encoder', 'stack1'):
+      compiled[name].lower(*step_args).compile()
+    compiled['reset_optimizers'].lower(st).compile()
 
 
 if __name__ == '__main__':
