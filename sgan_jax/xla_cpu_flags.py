@@ -103,16 +103,17 @@ def run_steps_on_calling_thread() -> bool:
 _OPTIMIZATION_LEVEL_FLAG = 'xla_backend_optimization_level'
 # LLVM's -O2 instead of XLA's default -O3 for the CPU kernels. In-process
 # A/B on the 2-core VM of `benchmarks/RESULTS.md`: the MNIST stack 0 and
-# joint steps compile 16-20 % faster (9.2 vs 11.0 s, 10.4 vs 12.5 s), the
-# encoder and stack 1 steps 7-18 %, and every step and the sampler ran at
-# the same speed (paired ratios 0.96-1.03, within the VM's noise; loop
-# fusions alone, e.g. Winograd's input transform or Adam, equal too).
-# Results equal -O3's up to float rounding, not bitwise.
+# joint steps compile 16-20 % faster (9.2 vs 11.0 s, 10.4 vs 12.5 s) and
+# ran at the same speed, as did the sampler (paired ratios 0.99-1.03; loop
+# fusions alone, e.g. Winograd's input transform or Adam, equal too). The
+# small encoder and stack 1 steps ran 2-4 % slower, so `jitted` gives the
+# options to the G0 functions only. Results equal -O3's up to float
+# rounding, not bitwise.
 _OPTIMIZATION_LEVEL = 2
 
 
 def compiler_options() -> dict[str, Any]:
-  """XLA options for compiling the training steps on this backend.
+  """XLA options for compiling the G0 training steps on this backend.
 
   Pass them as ``lowered.compile(compiler_options=...)``: unlike
   ``XLA_FLAGS`` they apply to that one compilation, and they are part of the
