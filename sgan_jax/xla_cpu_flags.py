@@ -13,7 +13,7 @@ convolutions were the faster, are matmuls anyway
 XLA reads its flags once, when JAX creates its first backend, so this must
 run before the first computation; a user's own setting of the same flag in
 ``XLA_FLAGS`` wins. `compiler_options` is per compilation instead: the
-options `jitted.compile_ahead` compiles the training steps with.
+options `jitted.compile_steps` gives the G0 steps' and the sampler's jits.
 """
 
 import os
