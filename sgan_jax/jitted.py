@@ -75,11 +75,12 @@ def compile_steps(models: models_lib.Models,
         donate_argnums=0)
 
   compiled = {
-      'encoder': jit_step(steps.make_encoder_step(models, hp), False),
-      'joint': jit_step(steps.make_joint_step(models, hp), True)}
+      'encoder': jit_step(steps.make_encoder_step(models, hp),
+                          image_level=False),
+      'joint': jit_step(steps.make_joint_step(models, hp), image_level=True)}
   for i in range(models.num_stacks):
     compiled[f'stack{i}'] = jit_step(steps.make_stack_step(models, i, hp),
-                                     i == 0)
+                                     image_level=i == 0)
   compiled['encoder_eval'] = jax.jit(
       steps.make_encoder_eval_step(models, hp), in_shardings=(repl, batch),
       out_shardings=repl)

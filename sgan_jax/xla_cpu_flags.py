@@ -115,9 +115,10 @@ _OPTIMIZATION_LEVEL = 2
 def compiler_options() -> dict[str, Any]:
   """XLA options for compiling the G0 training steps on this backend.
 
-  Pass them as ``lowered.compile(compiler_options=...)``: unlike
-  ``XLA_FLAGS`` they apply to that one compilation, and they are part of the
-  persistent compilation cache's key.
+  Pass them as ``jax.jit(..., compiler_options=...)`` (as `jitted` does) or
+  ``lowered.compile(compiler_options=...)``: unlike ``XLA_FLAGS`` they apply
+  to that function's compilations only, and they are part of the persistent
+  compilation cache's key.
 
   Returns:
     ``{'xla_backend_optimization_level': 2}`` on the CPU backend (see
