@@ -56,6 +56,7 @@ import ml_collections
 import numpy as np
 
 from sgan_jax import input_pipeline
+from sgan_jax import jitted
 from sgan_jax import models as models_lib
 from sgan_jax import rng
 from sgan_jax import runs
@@ -315,10 +316,7 @@ class Evaluator:
     repl = sharding.replicated(mesh)
     self._batch_sh = sharding.batch_sharding(mesh)
     if sample_fn is None:
-      sample_fn = jax.jit(sampling.make_sample_fn(models),
-                          in_shardings=(repl, self._batch_sh, self._batch_sh,
-                                        repl),
-                          out_shardings=self._batch_sh)
+      sample_fn = jitted.jit_sample(models, mesh)
     self._sample_fn = sample_fn
     self._calibrate = sampling.BatchStatsCalibrator(models, config, mesh)
     self._features = jax.jit(

@@ -31,6 +31,7 @@ from sgan_jax import cli
 from sgan_jax import evaluation
 from sgan_jax import figures
 from sgan_jax import input_pipeline
+from sgan_jax import jitted
 from sgan_jax import rng
 from sgan_jax import runs
 from sgan_jax import sampling
@@ -101,9 +102,7 @@ def main(argv):
   key = rng.eval_key(jax.random.key(seed))
   repl, batch_sh = sharding.replicated(mesh), sharding.batch_sharding(mesh)
   n_dev = mesh.devices.size
-  sample_fn = jax.jit(sampling.make_sample_fn(models),
-                      in_shardings=(repl, batch_sh, batch_sh, repl),
-                      out_shardings=batch_sh)
+  sample_fn = jitted.jit_sample(models, mesh)
 
   def draw(labels):
     batch = -(-min(_BATCH.value, len(labels)) // n_dev) * n_dev

@@ -372,8 +372,7 @@ class _GridWriter:
       # cannot fetch a batch sharded over other processes' devices; a
       # replicated output (an all-gather inside the compiled call) gives
       # every process the whole grid. Every process must call `write`.
-      sample_fn = jax.jit(sample_fn,
-                          out_shardings=sharding.replicated(mesh))
+      sample_fn = jitted.jit_sample(models, mesh, replicate_output=True)
     self._sample_fn = sample_fn
     self._calibrate = sampling.BatchStatsCalibrator(models, config, mesh)
     self._key = rng.eval_key(root)

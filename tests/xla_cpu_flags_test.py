@@ -122,6 +122,16 @@ class _MostOptimizations:
     jax.config.update('jax_disable_most_optimizations', self._saved)
 
 
+def _two_device_sampling():
+  """(models, mesh, sampler args) of the tiny MNIST nets, 8 images over
+  two devices."""
+  config = helpers.load_config('mnist')
+  models, st = helpers.build(config)
+  mesh = sharding.make_mesh(jax.devices()[:2])
+  idx = jnp.arange(8, dtype=jnp.int32)
+  return models, mesh, (st, idx % models.num_classes, idx, jax.random.key(0))
+
+
 class CompilerOptionsTest(absltest.TestCase):
 
   def test_llvm_o2_on_cpu(self):
@@ -176,6 +186,31 @@ class CompilerOptionsTest(absltest.TestCase):
     for name in ('encoder', 'stack1'):
       compiled[name].lower(*step_args).compile()
     compiled['reset_optimizers'].lower(st).compile()
+
+  def test_cli_samplers_get_them_too(self):
+    # `sample`, `evaluate` and a multi-process run's grids build their
+    # sampler with `jit_sample`, in both output layouts.
+    models, mesh, args = _two_device_sampling()
+    real = xla_cpu_flags.compiler_options
+    xla_cpu_flags.compiler_options = lambda: {'xla_no_such_option': 1}
+    try:
+      samplers = [jitted.jit_sample(models, mesh),
+                  jitted.jit_sample(models, mesh, replicate_output=True)]
+    finally:
+      xla_cpu_flags.compiler_options = real
+    for replicate, fn in zip((False, True), samplers):
+      with self.subTest(replicate=replicate), self.assertRaisesRegex(
+          Exception, 'xla_no_such_option'):
+        fn.lower(*args).compile()
+
+  def test_replicated_sampler_output(self):
+    models, mesh, args = _two_device_sampling()
+    split = jitted.jit_sample(models, mesh)(*args)
+    whole = jitted.jit_sample(models, mesh, replicate_output=True)(*args)
+    self.assertTrue(whole.sharding.is_fully_replicated)
+    self.assertFalse(split.sharding.is_fully_replicated)
+    self.assertEqual(whole.shape, (8, 28, 28, 1))
+    self.assertTrue(jnp.array_equal(whole, split))
 
 
 if __name__ == '__main__':
