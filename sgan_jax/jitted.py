@@ -97,7 +97,8 @@ def jit_sample(models: models_lib.Models, mesh: Mesh, *,
 
   Shared by training, `sample` and `evaluate`, so all of them compile it
   with `xla_cpu_flags.compiler_options()` (it runs G0, like the stack 0
-  step: -O2 saves ~1 s of compile on CPU for the same speed).
+  step: on CPU, MNIST at 1,000 images a call, -O2 compiles in ~2.4 s
+  instead of ~3.0 s, to bitwise the same images).
 
   Args:
     models: the SGAN modules.
