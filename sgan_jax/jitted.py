@@ -6,7 +6,6 @@ training steps without importing the data pipeline (TensorFlow).
 
 from collections.abc import Mapping, Sequence
 from concurrent import futures
-import functools
 from typing import Any
 
 import jax
@@ -40,6 +39,20 @@ def _skip_nonfinite(step_fn):
   return step
 
 
+def _jit_g0(fn, **jit_kwargs) -> jax.stages.Wrapped:
+  """`jax.jit` of a function that runs G0, with
+  `xla_cpu_flags.compiler_options()`.
+
+  On CPU that is LLVM -O2 where the compile time is: the image-level steps
+  take most of it, 16-20 % less at -O2 than at XLA's -O3 for the same speed
+  (in-process A/B on the 2-core VM of benchmarks/RESULTS.md). The encoder
+  and stack 1 steps compile in 2-3 s either way and ran 2-4 % slower at
+  -O2 (31 alternating timings), so they keep XLA's default.
+  """
+  return jax.jit(fn, compiler_options=xla_cpu_flags.compiler_options(),
+                 **jit_kwargs)
+
+
 def compile_steps(models: models_lib.Models,
                   config: ml_collections.ConfigDict,
                   mesh: Mesh) -> dict[str, jax.stages.Wrapped]:
@@ -53,14 +66,6 @@ def compile_steps(models: models_lib.Models,
   hp = steps.StepConfig.from_config(config)
   repl = sharding.replicated(mesh)
   batch = sharding.batch_sharding(mesh)
-  # On CPU, LLVM -O2 where the compile time is: the image-level steps take
-  # most of it, 16-20 % less at -O2 than at XLA's -O3 for the same speed
-  # (in-process A/B on the 2-core VM of benchmarks/RESULTS.md). The encoder
-  # and stack 1 steps compile in 2-3 s either way and ran 2-4 % slower at
-  # -O2 (31 alternating timings), so they keep XLA's default.
-  jit_o2 = functools.partial(
-      jax.jit, compiler_options=xla_cpu_flags.compiler_options())
-
   if config.optim.skip_nonfinite_updates:
     wrap = _skip_nonfinite
   else:
@@ -70,7 +75,7 @@ def compile_steps(models: models_lib.Models,
     fn = wrap(fn)
     # The state is donated: its buffers are reused for the new state, so a
     # step needs no second copy of every network and optimizer.
-    return (jit_o2 if image_level else jax.jit)(
+    return (_jit_g0 if image_level else jax.jit)(
         fn, in_shardings=(repl, batch, repl), out_shardings=(repl, repl),
         donate_argnums=0)
 
@@ -112,10 +117,9 @@ def jit_sample(models: models_lib.Models, mesh: Mesh, *,
   """
   repl = sharding.replicated(mesh)
   batch = sharding.batch_sharding(mesh)
-  return jax.jit(sampling.make_sample_fn(models),
+  return _jit_g0(sampling.make_sample_fn(models),
                  in_shardings=(repl, batch, batch, repl),
-                 out_shardings=repl if replicate_output else batch,
-                 compiler_options=xla_cpu_flags.compiler_options())
+                 out_shardings=repl if replicate_output else batch)
 
 
 def compile_ahead(fns: Mapping[str, jax.stages.Wrapped], args: Sequence[Any]

@@ -13,7 +13,7 @@ convolutions were the faster, are matmuls anyway
 XLA reads its flags once, when JAX creates its first backend, so this must
 run before the first computation; a user's own setting of the same flag in
 ``XLA_FLAGS`` wins. `compiler_options` is per compilation instead: the
-options `jitted.compile_steps` gives the G0 steps' and the sampler's jits.
+options `jitted` gives the jits of the G0 steps and of the sampler.
 """
 
 import os
@@ -113,7 +113,8 @@ _OPTIMIZATION_LEVEL = 2
 
 
 def compiler_options() -> dict[str, Any]:
-  """XLA options for compiling the G0 training steps on this backend.
+  """XLA options for compiling the functions that run G0 (the stack 0 and
+  joint steps, the sampler) on this backend.
 
   Pass them as ``jax.jit(..., compiler_options=...)`` (as `jitted` does) or
   ``lowered.compile(compiler_options=...)``: unlike ``XLA_FLAGS`` they apply

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from unittest import mock
 
 from absl.testing import absltest
 import jax
@@ -122,6 +123,13 @@ class _MostOptimizations:
     jax.config.update('jax_disable_most_optimizations', self._saved)
 
 
+def _bogus_options():
+  """Patches in an option XLA refuses, naming it: a jit built inside fails
+  to compile exactly when it was given `compiler_options()`."""
+  return mock.patch.object(xla_cpu_flags, 'compiler_options',
+                           lambda: {'xla_no_such_option': 1})
+
+
 def _two_device_sampling():
   """(models, mesh, sampler args) of the tiny MNIST nets, 8 images over
   two devices."""
@@ -171,12 +179,8 @@ class CompilerOptionsTest(absltest.TestCase):
     # The options reach XLA where they are meant to: an unknown one patched
     # in is refused by the functions that run G0, not by the others (XLA's
     # defaults).
-    real = xla_cpu_flags.compiler_options
-    xla_cpu_flags.compiler_options = lambda: {'xla_no_such_option': 1}
-    try:
+    with _bogus_options():
       compiled = jitted.compile_steps(models, config, mesh)
-    finally:
-      xla_cpu_flags.compiler_options = real
     step_args = (st, helpers.fake_batch(config), jax.random.key(0))
     for name in ('stack0', 'joint', 'sample'):
       with self.subTest(name), self.assertRaisesRegex(
@@ -191,13 +195,9 @@ class CompilerOptionsTest(absltest.TestCase):
     # `sample`, `evaluate` and a multi-process run's grids build their
     # sampler with `jit_sample`, in both output layouts.
     models, mesh, args = _two_device_sampling()
-    real = xla_cpu_flags.compiler_options
-    xla_cpu_flags.compiler_options = lambda: {'xla_no_such_option': 1}
-    try:
+    with _bogus_options():
       samplers = [jitted.jit_sample(models, mesh),
                   jitted.jit_sample(models, mesh, replicate_output=True)]
-    finally:
-      xla_cpu_flags.compiler_options = real
     for replicate, fn in zip((False, True), samplers):
       with self.subTest(replicate=replicate), self.assertRaisesRegex(
           Exception, 'xla_no_such_option'):
