@@ -34,17 +34,14 @@ def _dtype(name: str):
   return jnp.float32 if name == 'float32' else jnp.bfloat16
 
 
-def build_models(config: ml_collections.ConfigDict, num_classes: int,
-                 image_shape: Sequence[int]) -> models.Models:
-  """Module definitions for every network of the run.
+def check_config(config: ml_collections.ConfigDict) -> None:
+  """Raises ValueError for a model config `build_models` cannot build.
+
+  Needs no data, so a run calls it before reading any (a bad override then
+  fails in a second, not after a dataset download).
 
   Args:
     config: the run config (reads `model`, `stacks`, `dtype`).
-    num_classes: number of labels of the dataset.
-    image_shape: (H, W, C) of the dataset's images.
-
-  Returns:
-    A `models.Models`.
   """
   mc = config.model
   if mc.arch not in ARCHES:
@@ -64,6 +61,24 @@ def build_models(config: ml_collections.ConfigDict, num_classes: int,
     if sc.z_dim <= 0:
       raise ValueError(f'config.stacks[{i}].z_dim must be positive, got '
                        f'{sc.z_dim}')
+  _dtype(config.dtype)
+
+
+def build_models(config: ml_collections.ConfigDict, num_classes: int,
+                 image_shape: Sequence[int]) -> models.Models:
+  """Module definitions for every network of the run.
+
+  Args:
+    config: the run config (reads `model`, `stacks`, `dtype`).
+    num_classes: number of labels of the dataset.
+    image_shape: (H, W, C) of the dataset's images.
+
+  Returns:
+    A `models.Models`.
+  """
+  check_config(config)
+  mc = config.model
+  levels = tuple(mc.levels)
   w = _scaled(mc.width)
   dtype = _dtype(config.dtype)
   cifar = mc.arch == 'cifar'

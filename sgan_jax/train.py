@@ -87,6 +87,7 @@ def setup(config: ml_collections.ConfigDict, workdir: str):
   """
   mesh = sharding.make_mesh()
   sharding.check_batch_size(config.data.batch_size, mesh)
+  architectures.check_config(config)
   arrays, info = input_pipeline.load_split(config.data, 'train')
   logging.info('data: %s train split, %d examples %s from %s', info.name,
                info.num_examples, info.image_shape, info.source)

@@ -59,6 +59,17 @@ def test_workdir_of_another_config_is_refused(tmp_path):
     train.train_and_evaluate(other, str(tmp_path))
 
 
+def test_model_config_errors_come_before_the_data(tmp_path):
+  config = _tiny()
+  config.stacks[0].z_dim = 0
+  # A data folder that does not exist: had the data been read first, this
+  # would be the error (or, without manual_dir, a download).
+  config.data.manual_dir = str(tmp_path / 'absent')
+  with pytest.raises(ValueError, match='z_dim must be positive'):
+    train.train_and_evaluate(config, str(tmp_path / 'w'))
+  assert not (tmp_path / 'w').exists()
+
+
 def test_more_steps_on_resume_are_allowed_and_evaluation_runs(tmp_path,
                                                               caplog):
   config = _tiny()
