@@ -146,12 +146,14 @@ def _d_loss(module, d_params, d_stats, h_real, h_fake, z, labels, key,
             hp: StepConfig):
   """D_i's loss; real and fake go through separate passes (separate BN
   statistics), as in the original."""
+  # Named streams: `key` also draws the fake batch's z (stream Z), so the
+  # passes' dropout and noise must not hang below fold_in(key, Z).
   real_logits, _, stats = _discriminate(
       module, {'params': d_params, 'batch_stats': d_stats}, h_real,
-      jax.random.fold_in(key, 0))
+      rng.stream(key, rng.D_REAL_PASS))
   fake_logits, z_pred, stats = _discriminate(
       module, {'params': d_params, 'batch_stats': stats}, h_fake,
-      jax.random.fold_in(key, 1))
+      rng.stream(key, rng.D_FAKE_PASS))
   adv = losses.adversarial_losses(real_logits, fake_logits,
                                   kind=hp.adversarial)
   ent = losses.entropy_loss(z_pred, z)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import helpers
+from sgan_jax import rng
 from sgan_jax import sharding
 from sgan_jax import steps
 from sgan_jax import jitted
@@ -40,6 +41,46 @@ def test_d_step_changes_only_d_i(tiny, i):
   assert int(new.step) == int(st.step)
   chex.assert_tree_all_finite(metrics)
   assert {'d_loss', 'd_adv', 'd_ent'} <= set(metrics)
+
+
+def _key_bits(key) -> tuple[int, ...]:
+  return tuple(np.asarray(jax.random.key_data(key)).ravel().tolist())
+
+
+@pytest.mark.parametrize('i', [0, 1])
+def test_d_step_draws_z_dropout_and_noise_from_distinct_keys(
+    tiny, monkeypatch, i):
+  """The key of a D update feeds both z and the D passes; no key that is
+  consumed (z's, each pass's dropout and noise) may equal another, nor
+  hang below another (the fake pass's parent once was z's own key)."""
+  _, models, st, hp, batch = tiny
+  z_parents, pass_keys = [], []
+  uniform, discriminate = steps._uniform, steps._discriminate
+
+  def recording_uniform(key, *args):
+    z_parents.append(key)
+    return uniform(key, *args)
+
+  def recording_discriminate(module, d_vars, h, key):
+    pass_keys.append(key)
+    return discriminate(module, d_vars, h, key)
+
+  monkeypatch.setattr(steps, '_uniform', recording_uniform)
+  monkeypatch.setattr(steps, '_discriminate', recording_discriminate)
+  # Not jitted, so the keys are concrete values (none depends on a param).
+  steps.make_d_step(models, i, hp)(st, batch, jax.random.key(1))
+  assert len(z_parents) == 1 and len(pass_keys) == 2  # real, fake
+  z_key = rng.stream(z_parents[0], rng.Z)
+  consumed = [z_key] + [rng.stream(k, s) for k in pass_keys
+                        for s in (rng.D_DROPOUT, rng.D_INPUT_NOISE)]
+  bits = [_key_bits(k) for k in consumed + pass_keys]
+  assert len(set(bits)) == len(bits)
+
+
+def test_named_streams_are_distinct():
+  streams = {n: v for n, v in vars(rng).items()
+             if n.isupper() and isinstance(v, int)}
+  assert len(set(streams.values())) == len(streams), streams
 
 
 @pytest.mark.parametrize('i', [0, 1])
