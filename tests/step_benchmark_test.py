@@ -11,6 +11,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 import helpers
 
 _SCRIPT = os.path.join(helpers.REPO, 'benchmarks', 'step_benchmark.py')
@@ -48,9 +50,24 @@ def test_prints_every_figure_as_a_json_line():
   assert figures['sample_images_per_s']['sample_batch'] == 10
   assert figures['mfu']['step'] in _PHASES
   assert figures['mfu']['unit'] == 'fraction'
+  # The fake CPU devices share the host's cores, so the peak is not
+  # multiplied by the 2 devices: MFU is the best step over one peak.
+  best = max(figures[f'{p}_gflops_per_s']['value'] for p in _PHASES)
+  assert math.isclose(figures['mfu']['value'],
+                      best / figures['peak_gflops_per_s']['value'],
+                      rel_tol=1e-2, abs_tol=1e-4)
 
 
 def test_rejects_a_non_positive_sample_batch():
   res = _run('--sample_batch=0')
   assert res.returncode != 0
   assert '--sample_batch must be positive' in res.stderr
+
+
+@pytest.mark.parametrize('num_samples', [15, -10])
+def test_rejects_a_sample_count_that_is_not_a_multiple_of_the_classes(
+    num_samples):
+  res = _run(f'--num_samples={num_samples}')
+  assert res.returncode != 0
+  assert '--num_samples must be 0 or a positive multiple' in res.stderr
+  assert 'Traceback' not in res.stderr
