@@ -36,6 +36,8 @@ def get_config(arg: str | None = None):
   # a mean over the 50 z dimensions, and at 10 (or 30) G1 collapses within
   # each class (samples' fc3 spread 0.07 of real data's, Q's error stays at
   # Var(z)); at 100 Q learns and the spread is 0.9 (benchmarks/RESULTS.md).
+  # The weight scales Q's term in D's loss as well as in G's, as the
+  # original's single lambda_ent does.
   c.loss.ent_weight = 100.0
   # Samples come from a moving average of G (warmed up, see steps._ema).
   c.optim.ema_decay = 0.999

@@ -18,7 +18,8 @@ from sgan_jax import config_base
 def get_config(arg: str | None = None):
   c = config_base.base_config('svhn_cropped', arch='cifar')
   config_base.original_cifar(c)
-  # 73,257 training images: 732 batches of 100 per epoch.
-  c.schedule.stack_steps = (146000, 146000)
-  c.schedule.joint_steps = 146000
+  # 73,257 training images: 732 batches of 100 per epoch; 200 epochs per
+  # phase, as CIFAR-10's 100,000 steps are 200 x 500.
+  c.schedule.stack_steps = (146400, 146400)
+  c.schedule.joint_steps = 146400
   return config_base.finalize(c, arg, {'tiny': config_base.tiny})
