@@ -111,11 +111,14 @@ def main(argv):
 
   written = []
   if _OUT.value:
-    os.makedirs(os.path.dirname(os.path.abspath(_OUT.value)), exist_ok=True)
-    np.savez(_OUT.value, images=draw(labels), labels=labels)
+    # np.savez appends .npz to a name without it; report the real name.
+    out = (_OUT.value if _OUT.value.endswith('.npz')
+           else f'{_OUT.value}.npz')
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    np.savez(out, images=draw(labels), labels=labels)
     logging.info('wrote %d samples from step %d to %s', len(labels),
-                 int(st.step), _OUT.value)
-    written.append(f'{len(labels)} samples to {_OUT.value}')
+                 int(st.step), out)
+    written.append(f'{len(labels)} samples to {out}')
   rows, cols = models.num_classes, _COLUMNS.value
   if _GRID.value:
     per_class = min(10, _NUM.value // num_classes) if _OUT.value else cols
