@@ -13,7 +13,12 @@ from etils import epath
 import jax
 import orbax.checkpoint as ocp
 
+from sgan_jax import sharding
 from sgan_jax import state as state_lib
+
+
+class RestoreError(RuntimeError):
+  """A run's checkpoints exist but none of them can be restored."""
 
 
 class Checkpointer:
@@ -56,28 +61,63 @@ class Checkpointer:
         meta=ocp.args.JsonRestore()))
     return restored['state'], dict(restored['meta'])
 
-  def restore_latest_good(self, abstract_state: state_lib.SGANState
+  def restore_latest_good(self, abstract_state: state_lib.SGANState,
+                          move_aside: bool = True
                           ) -> tuple[state_lib.SGANState, dict[str, Any]] | None:
-    """Restores the newest checkpoint that reads back, or None if none does.
+    """Restores the newest checkpoint that reads back.
 
     A truncated or half-written checkpoint (a preempted copy, a full disk) is
-    moved aside to `<step>.corrupt-<time>`, never deleted, and the previous
-    one is tried; a one-line warning says so. Moving it aside also keeps a
-    later save of the same step from colliding with it.
+    skipped for the previous one, with a one-line warning. Once an older one
+    restores, the newer unreadable ones are moved aside to
+    `<step>.corrupt-<time>` (never deleted), so that the resumed run's saves
+    of those steps do not collide with them.
+
+    Args:
+      abstract_state: structure and shardings to restore into.
+      move_aside: False for readers of a run (sample, evaluate), which must
+        never rename the checkpoints of a run that may still be training.
+
+    Returns:
+      (state, meta), or None when the directory holds no checkpoint.
+
+    Raises:
+      RestoreError: when none of the checkpoints restores. Nothing is moved
+        then: an error that hits every checkpoint alike (out of memory, an
+        unreachable bucket, a changed SGANState) is not corruption, and a run
+        must not quietly start over beside its own checkpoints.
     """
+    failed = []
     for step in sorted(self.all_steps(), reverse=True):
       try:
-        return self.restore(abstract_state, step)
+        restored = self.restore(abstract_state, step)
       except Exception as e:  # pylint: disable=broad-except
         # Orbax/TensorStore raise many types for unreadable data.
         first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-        aside = self.directory / f'{step}.corrupt-{int(time.time())}'
-        logging.warning('checkpoint %d in %s is unreadable (%s: %s); moved '
-                        'to %s, trying the previous one', step,
-                        self.directory, type(e).__name__, first, aside)
-        (self.directory / str(step)).rename(aside)
-        self._manager.reload()
+        logging.warning('checkpoint %d in %s is unreadable (%s: %s); trying '
+                        'the previous one', step, self.directory,
+                        type(e).__name__, first)
+        failed.append((step, f'{type(e).__name__}: {first}'))
+        continue
+      if failed and move_aside:
+        self._move_aside([s for s, _ in failed])
+      return restored
+    if failed:
+      step, why = failed[0]
+      raise RestoreError(
+          f'none of the {len(failed)} checkpoint(s) in {self.directory} '
+          f'restores (step {step}: {why}); nothing was moved or overwritten')
     return None
+
+  def _move_aside(self, steps: list[int]) -> None:
+    if jax.process_index() == 0:
+      for step in steps:
+        aside = self.directory / f'{step}.corrupt-{int(time.time())}'
+        logging.warning('moved unreadable checkpoint %d to %s', step, aside)
+        (self.directory / str(step)).rename(aside)
+    # The other processes must not list the directory before the renames.
+    sharding.wait_for_all_processes(
+        f'sgan_jax moved aside {",".join(map(str, steps))}')
+    self._manager.reload()
 
   def wait(self) -> None:
     self._manager.wait_until_finished()

@@ -8,6 +8,7 @@ import sys
 from absl import flags
 from jax.experimental.compilation_cache import compilation_cache
 
+from sgan_jax import checkpointing
 from sgan_jax import host_memory
 from sgan_jax import input_pipeline
 from sgan_jax import xla_cpu_flags
@@ -36,7 +37,8 @@ _COMPILATION_CACHE_DIR = flags.DEFINE_string(
 
 # Errors that mean "bad input" (or a diverged run).
 USER_ERRORS = (ValueError, FileNotFoundError, FloatingPointError,
-               NotImplementedError, input_pipeline.DataError)
+               NotImplementedError, input_pipeline.DataError,
+               checkpointing.RestoreError)
 
 
 def parse_flags(argv: list[str]) -> list[str]:

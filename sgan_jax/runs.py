@@ -48,7 +48,7 @@ def restore_latest(workdir: str) -> tuple[models_lib.Models,
             models, config, k, np.zeros(image_shape, np.float32)),
         jax.random.key(0))
     restored = ckpt.restore_latest_good(
-        checkpointing.abstract_like(abstract, repl))
+        checkpointing.abstract_like(abstract, repl), move_aside=False)
   finally:
     ckpt.close()
   if restored is None:

@@ -34,6 +34,9 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
 def check_batch_size(global_batch: int, mesh: Mesh) -> None:
   """Raises a one-line ValueError unless the batch divides across devices."""
   n = mesh.devices.size
+  if global_batch < 1:
+    raise ValueError(f'config.data.batch_size must be positive, got '
+                     f'{global_batch}')
   if global_batch % n or global_batch % jax.process_count():
     raise ValueError(
         f'config.data.batch_size={global_batch} must be divisible by the '
@@ -50,3 +53,20 @@ def shard_batch(local_batch: dict[str, np.ndarray], mesh: Mesh
   sharding = batch_sharding(mesh)
   return {k: jax.make_array_from_process_local_data(sharding, v)
           for k, v in local_batch.items()}
+
+
+def wait_for_all_processes(name: str, timeout_s: int = 3600) -> None:
+  """Blocks until every process of the run reaches barrier `name`.
+
+  A barrier of the distributed runtime's coordination service, not a
+  collective: the first CPU collective (gloo setting up its context) gives
+  up after 30 s, which a process still compiling (another one hit the
+  persistent cache) easily exceeds. No-op in a single process.
+
+  Args:
+    name: unique per barrier (every process passes the same name).
+    timeout_s: how long to wait for the slowest process.
+  """
+  # orbax's wrapper of the coordination client; a no-op for one process.
+  from orbax.checkpoint import multihost  # pylint: disable=g-import-not-at-top
+  multihost.get_barrier_sync_fn()(key=name, timeout_ms=timeout_s * 1000)
