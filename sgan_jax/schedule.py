@@ -72,3 +72,35 @@ def phase_at(phases: tuple[Phase, ...], step: int) -> Phase:
       return p
   raise ValueError(f'step {step} is past the schedule '
                    f'({total_steps(phases)} steps)')
+
+
+def check_resumable(old: tuple[Phase, ...], new: tuple[Phase, ...],
+                    step: int) -> None:
+  """Raises ValueError unless `new` puts steps [0, step) where `old` did.
+
+  A resumed run may lengthen or shorten the phase it stopped in and change
+  any later one. The steps already taken must keep their phase and place
+  in it: the phase picks the compiled step and the optimizer reset, and a
+  changed earlier phase would send training back into it (the encoder's
+  learning-rate schedule, too, spans its phase).
+
+  Args:
+    old: the phases of the run that wrote the checkpoint.
+    new: the phases of the resuming config.
+    step: the checkpoint's global step.
+  """
+  def taken(phases):
+    return [(p.name, p.start, min(p.end, step)) for p in phases
+            if p.start < step]
+
+  def fmt(spans):
+    return ', '.join(f'{n} [{a}, {b})' for n, a, b in spans)
+
+  if step > total_steps(new):
+    raise ValueError(f'the checkpoint is at step {step}, past the end of '
+                     f'this schedule ({total_steps(new)} steps)')
+  if taken(old) != taken(new):
+    raise ValueError(
+        f'the checkpoint at step {step} ran {fmt(taken(old))}; this schedule '
+        f'puts those steps in {fmt(taken(new))}: change only the length of '
+        'the phase in progress or of later ones, or use a new --workdir')

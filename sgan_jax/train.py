@@ -17,6 +17,7 @@ from typing import Any
 
 from absl import logging
 import jax
+from jax.experimental import multihost_utils
 from etils import epath
 import ml_collections
 import numpy as np
@@ -45,12 +46,25 @@ class ConfigMismatchError(ValueError):
   """The workdir holds a run made with an incompatible config."""
 
 
-def check_workdir_config(config: ml_collections.ConfigDict,
-                         workdir: str) -> None:
-  """Writes workdir/config.json, or checks it against a resumed run's."""
+def check_workdir_config(config: ml_collections.ConfigDict, workdir: str,
+                         checkpoint_step: int | None = None) -> None:
+  """Checks workdir/config.json against a resumed run's, then writes it.
+
+  Args:
+    config: this run's config.
+    workdir: the run's directory.
+    checkpoint_step: the step of the workdir's newest checkpoint; None when
+      it holds none. Without one, an existing config.json belongs to a run
+      that stopped before its first save (a crash while compiling, say): it
+      is replaced, so that the corrected command is not refused.
+
+  Raises:
+    ConfigMismatchError: the config differs in more than `_RESUMABLE_CHANGES`,
+      or its schedule moves steps the checkpoint has already taken.
+  """
   path = epath.Path(workdir) / 'config.json'
   new = json.loads(config.to_json_best_effort())
-  if path.exists():
+  if checkpoint_step is not None and path.exists():
     old = json.loads(path.read_text())
     diffs = [k for k in _flat_diff(old, new)
              if not any(k == p or k.startswith(p) for p in _RESUMABLE_CHANGES)]
@@ -58,6 +72,13 @@ def check_workdir_config(config: ml_collections.ConfigDict,
       raise ConfigMismatchError(
           f'{workdir} holds a run with a different config ({", ".join(diffs)}'
           f' differ); use a new --workdir or the same config')
+    old_phases = schedule_lib.build(ml_collections.ConfigDict(
+        {k: old[k] for k in ('schedule', 'stacks')}))
+    try:
+      schedule_lib.check_resumable(old_phases, schedule_lib.build(config),
+                                   checkpoint_step)
+    except ValueError as e:
+      raise ConfigMismatchError(f'{workdir}: {e}') from None
   if jax.process_index() == 0:
     path.parent.mkdir(parents=True, exist_ok=True)
     # Written aside and renamed: the other processes of a multi-process run
@@ -76,6 +97,20 @@ def _flat_diff(a: Any, b: Any, prefix: str = '') -> list[str]:
   return [] if a == b else [prefix.rstrip('.')]
 
 
+def check_log_config(log: ml_collections.ConfigDict,
+                     num_classes: int) -> None:
+  """One-line ValueErrors for `log.*` values the loop cannot run with."""
+  for name in ('log_every', 'sample_every', 'ckpt_every', 'keep'):
+    if log[name] < 1:
+      raise ValueError(f'config.log.{name} must be >= 1, got {log[name]}')
+  for name in ('eval_every', 'judge_steps', 'bn_calibration_num'):
+    if log.get(name, 0) < 0:
+      raise ValueError(f'config.log.{name} must be >= 0, got {log[name]}')
+  if log.eval_every > 0 and (log.eval_num < 1 or log.eval_num % num_classes):
+    raise ValueError(f'config.log.eval_num must be a positive multiple of '
+                     f'the {num_classes} classes, got {log.eval_num}')
+
+
 def setup(config: ml_collections.ConfigDict, workdir: str):
   """Everything a run needs before its first step.
 
@@ -83,36 +118,49 @@ def setup(config: ml_collections.ConfigDict, workdir: str):
   written to, so bad input never leaves a half-made run behind.
 
   Returns:
-    (models, mesh, compiled steps, checkpointer, state, train arrays).
+    (models, mesh, compiled steps, checkpointer, state, train arrays,
+    batch sampler).
   """
   mesh = sharding.make_mesh()
   sharding.check_batch_size(config.data.batch_size, mesh)
   architectures.check_config(config)
+  num_classes, _ = input_pipeline.dataset_info(config.data.name)
+  check_log_config(config.log, num_classes)
   arrays, info = input_pipeline.load_split(config.data, 'train')
   logging.info('data: %s train split, %d examples %s from %s', info.name,
                info.num_examples, info.image_shape, info.source)
   models = architectures.build_models(config, info.num_classes,
                                       info.image_shape)
-  check_workdir_config(config, workdir)
-  compiled = jitted.compile_steps(models, config, mesh)
-  repl = sharding.replicated(mesh)
-  root = jax.random.key(config.seed)
-  init = jax.jit(functools.partial(state_lib.create_state, models, config),
-                 out_shardings=repl)
-  offset = steps.pixel_offset(config.data.image_range, arrays['image'])
+  # Checks the batch size and seed against the data.
+  sampler = input_pipeline.BatchSampler(
+      arrays, config.data.batch_size, seed=config.seed,
+      process_index=jax.process_index(), process_count=jax.process_count())
   ckpt = checkpointing.Checkpointer(workdir, keep=config.log.keep)
-  restored = None
-  if ckpt.all_steps():
-    abstract = checkpointing.abstract_like(
-        jax.eval_shape(init, root, offset), repl)
-    restored = ckpt.restore_latest_good(abstract)
-  if restored is not None:
-    st, meta = restored
-    logging.info('resuming from %s step %d (phase %s)', ckpt.directory,
-                 int(st.step), meta.get('phase'))
-  else:
-    st = init(root, offset)
-  return models, mesh, compiled, ckpt, st, arrays
+  try:
+    # The newest step, readable or not: a schedule that keeps the steps up to
+    # it in place keeps those of any older checkpoint too.
+    check_workdir_config(config, workdir, ckpt.latest_step())
+    compiled = jitted.compile_steps(models, config, mesh)
+    repl = sharding.replicated(mesh)
+    root = jax.random.key(config.seed)
+    init = jax.jit(functools.partial(state_lib.create_state, models, config),
+                   out_shardings=repl)
+    offset = steps.pixel_offset(config.data.image_range, arrays['image'])
+    restored = None
+    if ckpt.all_steps():
+      abstract = checkpointing.abstract_like(
+          jax.eval_shape(init, root, offset), repl)
+      restored = ckpt.restore_latest_good(abstract)
+    if restored is not None:
+      st, meta = restored
+      logging.info('resuming from %s step %d (phase %s)', ckpt.directory,
+                   int(st.step), meta.get('phase'))
+    else:
+      st = init(root, offset)
+  except BaseException:
+    ckpt.close()  # Its manager's threads must not outlive a refused run.
+    raise
+  return models, mesh, compiled, ckpt, st, arrays, sampler
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
@@ -133,11 +181,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     The final state (or the state at the stop).
   """
   phases = schedule_lib.build(config)
-  models, mesh, compiled, ckpt, st, arrays = setup(config, workdir)
+  models, mesh, compiled, ckpt, st, arrays, sampler = setup(config, workdir)
   try:
     with _StopRequest() as stop:
       st = _run(config, workdir, phases, models, mesh, compiled, ckpt, st,
-                arrays, stop_after, stop)
+                arrays, sampler, stop_after, stop)
   finally:
     # Lets an asynchronous save in flight finish, also when a step raised.
     ckpt.close()
@@ -145,7 +193,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
 
 def _run(config, workdir, phases, models, mesh, compiled, ckpt, st, arrays,
-         stop_after, stop):
+         sampler, stop_after, stop):
   """The step loop of `train_and_evaluate`."""
   total = schedule_lib.total_steps(phases)
   root = jax.random.key(config.seed)
@@ -157,9 +205,6 @@ def _run(config, workdir, phases, models, mesh, compiled, ckpt, st, arrays,
   logging.info('schedule: %s', ', '.join(f'{p.name} {p.length}' for p in
                                          phases))
   start = int(st.step)
-  sampler = input_pipeline.BatchSampler(
-      arrays, config.data.batch_size, seed=config.seed,
-      process_index=jax.process_index(), process_count=jax.process_count())
   progress = _Progress(total, start)
   grids = _GridWriter(models, config, compiled['sample'], mesh, root, workdir,
                       writer)
@@ -200,13 +245,14 @@ def _run(config, workdir, phases, models, mesh, compiled, ckpt, st, arrays,
     if evaluator is not None and phase.name != 'encoder' and (
         done % lc.eval_every == 0 or done == total):
       _log_evaluation(writer, done, evaluator(st, rng.eval_key(root)))
-    stopping = stop.requested or done == end
-    if done % lc.ckpt_every == 0 or last_of_phase or stopping:
+    # Read once: a signal between two reads would stop without a save.
+    requested = stop.poll(done)
+    if (done % lc.ckpt_every == 0 or last_of_phase or requested
+        or done == end):
       ckpt.save(done, st, {'step': done, 'phase': phase.name,
                            'phase_end': last_of_phase})
-    if stop.requested:
-      logging.warning('%s received: saved step %d, stopping', stop.requested,
-                      done)
+    if requested:
+      logging.warning('%s received: saved step %d, stopping', requested, done)
       break
   writer.flush()
   return st
@@ -228,25 +274,49 @@ def _compile_phase_steps(config, phases, start, end, compiled, mesh, st,
   step_fns = jitted.compile_ahead({n: compiled[n] for n in names},
                                   (st, batch, root))
   logging.info('compiled in %.1f s', time.perf_counter() - t)
+  # Processes compile at different speeds (one may load the persistent
+  # cache, another not); they enter the first collective together.
+  sharding.wait_for_all_processes(f'sgan_jax compiled {start}-{end}')
   return step_fns
 
 
 class _StopRequest:
-  """Turns SIGTERM/SIGINT into a flag the loop reads between steps."""
+  """Turns SIGTERM/SIGINT into a stop the loop reads between steps.
+
+  In one process, a handler sets a flag. Processes of a multi-process run
+  must all stop after the same step, or those that go on wait forever in a
+  collective the others never join; there JAX's preemption service (started
+  by jax.distributed.initialize) catches SIGTERM on any process and the
+  processes agree on a step, which `reached_preemption_sync_point` reports.
+  No handler of ours is installed then: it would replace the service's.
+  """
 
   _SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
   def __init__(self):
     self.requested = None
     self._previous = {}
+    self._multi_process = jax.process_count() > 1
 
   def _handle(self, signum, frame):
     del frame
     self.requested = signal.Signals(signum).name
 
+  def poll(self, step: int) -> str | None:
+    """The signal's name if the loop must save and stop after `step`.
+
+    Called once after every step, by every process (the preemption
+    service's protocol needs each step).
+    """
+    if self._multi_process:
+      return ('SIGTERM' if multihost_utils.reached_preemption_sync_point(step)
+              else None)
+    return self.requested
+
   def __enter__(self):
     # Signal handlers can only be installed from the main thread.
-    if threading.current_thread() is threading.main_thread():
+    if (not self._multi_process
+        and threading.current_thread() is threading.main_thread()):
       for sig in self._SIGNALS:
         self._previous[sig] = signal.signal(sig, self._handle)
     return self

@@ -121,6 +121,10 @@ class _Processes:
       logs.append(log)
     return logs
 
+  def signal(self, index: int, signum: int) -> None:
+    """Sends `signum` to the `index`-th process started."""
+    self._started[index][0].send_signal(signum)
+
   def wait(self) -> None:
     """Waits for every process; fails at the first non-zero exit.
 
@@ -183,6 +187,34 @@ def test_two_processes_resumed_equal_one_process(tmp_path, data_dir):
   # after 9 steps, on 175 of 210 leaves).
   chex.assert_trees_all_close(leaves_multi, leaves_single, atol=1e-6,
                               rtol=1e-5)
+
+
+def test_sigterm_to_one_process_stops_both_after_the_same_step(
+    tmp_path, data_dir):
+  """A preemption notice reaches one host first; every process must still
+  save the same step and exit, or the others hang in a collective."""
+  workdir = tmp_path / 'w'
+  with _Processes(data_dir, tmp_path) as procs:
+    logs = procs.start('preempted', str(workdir), processes=2, devices=2,
+                       extra=('--config.schedule.joint_steps=100000',))
+    deadline = time.monotonic() + _TIMEOUT_S
+    ckpt_dir = workdir / 'checkpoints'
+    while not (ckpt_dir.exists()
+               and any(n.isdigit() for n in os.listdir(ckpt_dir))):
+      if time.monotonic() > deadline:
+        pytest.fail('no checkpoint appeared:\n' + logs[1].read_text()[-2000:])
+      time.sleep(0.2)
+    procs.signal(1, signal.SIGTERM)
+    procs.wait()
+  saved = []
+  for log in logs:
+    text = log.read_text()
+    assert 'SIGTERM received: saved step ' in text, text[-2000:]
+    saved.append(int(text.split('SIGTERM received: saved step ')[1]
+                     .split(',')[0]))
+  assert saved[0] == saved[1] >= 3
+  steps = [int(n) for n in os.listdir(ckpt_dir) if n.isdigit()]
+  assert max(steps) == saved[0]
 
 
 def _leaves(tree) -> dict[str, np.ndarray]:

@@ -70,6 +70,60 @@ def test_model_config_errors_come_before_the_data(tmp_path):
   assert not (tmp_path / 'w').exists()
 
 
+def test_config_json_without_checkpoints_is_replaced_not_enforced(tmp_path):
+  """A run that failed before its first save (found late, or crashed while
+  compiling) must not lock its workdir to the failed config."""
+  failed, fixed = _tiny(), _tiny()
+  failed.stacks[0].z_dim = 7
+  train.check_workdir_config(failed, str(tmp_path), checkpoint_step=None)
+  train.check_workdir_config(fixed, str(tmp_path), checkpoint_step=None)
+  saved = json.loads((tmp_path / 'config.json').read_text())
+  assert saved['stacks'][0]['z_dim'] == fixed.stacks[0].z_dim
+  with pytest.raises(train.ConfigMismatchError, match='stacks'):
+    train.check_workdir_config(failed, str(tmp_path), checkpoint_step=1)
+
+
+def test_resume_may_not_move_the_steps_already_taken(tmp_path):
+  config = _tiny()   # encoder 3, stack1 2, stack0 2, joint 2
+  train.check_workdir_config(config, str(tmp_path))
+  longer_encoder, longer_stack0 = _tiny(), _tiny()
+  longer_encoder.schedule.encoder_steps = 5
+  longer_stack0.schedule.stack_steps = (4, 2)
+  # At step 6 (inside stack0) the encoder and stack1 phases are done.
+  with pytest.raises(train.ConfigMismatchError, match='encoder'):
+    train.check_workdir_config(longer_encoder, str(tmp_path), 6)
+  # Refused: nothing was written.
+  saved = json.loads((tmp_path / 'config.json').read_text())
+  assert saved['schedule']['encoder_steps'] == 3
+  # The phase in progress may change; so may later ones.
+  train.check_workdir_config(longer_stack0, str(tmp_path), 6)
+  shorter = _tiny()
+  shorter.schedule.joint_steps = 0
+  shorter.schedule.stack_steps = (4, 2)
+  with pytest.raises(train.ConfigMismatchError, match='past the end'):
+    train.check_workdir_config(shorter, str(tmp_path), 10)
+
+
+@pytest.mark.parametrize('key,value,message', [
+    ('log.ckpt_every', 0, 'log.ckpt_every must be >= 1'),
+    ('log.log_every', 0, 'log.log_every must be >= 1'),
+    ('log.eval_every', -1, 'log.eval_every must be >= 0'),
+    ('log.eval_num', 25, 'eval_num must be a positive multiple of the 10'),
+    ('data.batch_size', 0, 'batch_size must be positive'),
+    ('data.batch_size', 128, 'exceeds the dataset size 64'),
+])
+def test_run_config_errors_come_before_the_workdir(tmp_path, key, value,
+                                                   message):
+  config = _tiny()
+  config.log.eval_every = 5
+  group, name = key.split('.')
+  config[group][name] = value
+  with tfds.testing.mock_data(num_examples=64), \
+      pytest.raises(ValueError, match=message):
+    train.train_and_evaluate(config, str(tmp_path / 'w'))
+  assert not (tmp_path / 'w').exists()
+
+
 def test_more_steps_on_resume_are_allowed_and_evaluation_runs(tmp_path,
                                                               caplog):
   config = _tiny()
