@@ -119,7 +119,7 @@ def setup(config: ml_collections.ConfigDict, workdir: str):
 
   Returns:
     (models, mesh, compiled steps, checkpointer, state, train arrays,
-    batch sampler).
+    batch sampler, test arrays or None once the encoder phase is over).
   """
   mesh = sharding.make_mesh()
   sharding.check_batch_size(config.data.batch_size, mesh)
@@ -137,9 +137,15 @@ def setup(config: ml_collections.ConfigDict, workdir: str):
       process_index=jax.process_index(), process_count=jax.process_count())
   ckpt = checkpointing.Checkpointer(workdir, keep=config.log.keep)
   try:
+    latest = ckpt.latest_step()
+    test_arrays = None
+    if latest is None or latest < schedule_lib.build(config)[0].end:
+      # E's test accuracy at the end of its phase needs the test split: a
+      # missing one is found now, not after the encoder's steps.
+      test_arrays, _ = input_pipeline.load_split(config.data, 'test')
     # The newest step, readable or not: a schedule that keeps the steps up to
     # it in place keeps those of any older checkpoint too.
-    check_workdir_config(config, workdir, ckpt.latest_step())
+    check_workdir_config(config, workdir, latest)
     compiled = jitted.compile_steps(models, config, mesh)
     repl = sharding.replicated(mesh)
     root = jax.random.key(config.seed)
@@ -160,7 +166,7 @@ def setup(config: ml_collections.ConfigDict, workdir: str):
   except BaseException:
     ckpt.close()  # Its manager's threads must not outlive a refused run.
     raise
-  return models, mesh, compiled, ckpt, st, arrays, sampler
+  return models, mesh, compiled, ckpt, st, arrays, sampler, test_arrays
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
@@ -181,11 +187,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     The final state (or the state at the stop).
   """
   phases = schedule_lib.build(config)
-  models, mesh, compiled, ckpt, st, arrays, sampler = setup(config, workdir)
+  (models, mesh, compiled, ckpt, st, arrays, sampler,
+   test_arrays) = setup(config, workdir)
   try:
     with _StopRequest() as stop:
       st = _run(config, workdir, phases, models, mesh, compiled, ckpt, st,
-                arrays, sampler, stop_after, stop)
+                arrays, sampler, test_arrays, stop_after, stop)
   finally:
     # Lets an asynchronous save in flight finish, also when a step raised.
     ckpt.close()
@@ -193,7 +200,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
 
 def _run(config, workdir, phases, models, mesh, compiled, ckpt, st, arrays,
-         sampler, stop_after, stop):
+         sampler, test_arrays, stop_after, stop):
   """The step loop of `train_and_evaluate`."""
   total = schedule_lib.total_steps(phases)
   root = jax.random.key(config.seed)
@@ -236,7 +243,8 @@ def _run(config, workdir, phases, models, mesh, compiled, ckpt, st, arrays,
     if done % lc.log_every == 0 or last_of_phase:
       _log_metrics(writer, done, phase, jax.device_get(metrics), progress)
     if phase.name == 'encoder' and last_of_phase:
-      acc = evaluate_encoder(config, compiled['encoder_eval'], st, mesh)
+      acc = evaluate_encoder(config, compiled['encoder_eval'], st, mesh,
+                             test_arrays)
       writer.write_scalars(done, {'encoder/test_acc': acc})
       logging.info('encoder test accuracy: %.4f', acc)
     if phase.name != 'encoder' and (done % lc.sample_every == 0
@@ -249,6 +257,13 @@ def _run(config, workdir, phases, models, mesh, compiled, ckpt, st, arrays,
     requested = stop.poll(done)
     if (done % lc.ckpt_every == 0 or last_of_phase or requested
         or done == end):
+      # The logged losses predate the step's update, and a save need not be
+      # a log step: the state itself is checked.
+      if not bool(compiled['state_is_finite'](st)):
+        raise FloatingPointError(
+            f'non-finite parameters or optimizer state after step {done} '
+            f'(phase {phase.name}); not saved, the last checkpoint is '
+            'untouched')
       ckpt.save(done, st, {'step': done, 'phase': phase.name,
                            'phase_end': last_of_phase})
     if requested:
@@ -328,9 +343,22 @@ class _StopRequest:
 
 
 def evaluate_encoder(config: ml_collections.ConfigDict, eval_step,
-                     st: state_lib.SGANState, mesh) -> float:
-  """E's accuracy on the whole test split (the last batch padded, masked)."""
-  arrays, _ = input_pipeline.load_split(config.data, 'test')
+                     st: state_lib.SGANState, mesh,
+                     arrays: dict[str, np.ndarray] | None = None) -> float:
+  """E's accuracy on the whole test split (the last batch padded, masked).
+
+  Args:
+    config: the run's config.
+    eval_step: the compiled `encoder_eval` step.
+    st: the state after E's phase.
+    mesh: the run's mesh.
+    arrays: the test split, if already loaded; else loaded here.
+
+  Returns:
+    The fraction of test images E classifies correctly.
+  """
+  if arrays is None:
+    arrays, _ = input_pipeline.load_split(config.data, 'test')
   n = len(arrays['label'])
   b = config.data.batch_size
   correct = 0

@@ -12,6 +12,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 import helpers
+from sgan_jax import input_pipeline
 from sgan_jax import train
 
 
@@ -122,6 +123,21 @@ def test_run_config_errors_come_before_the_workdir(tmp_path, key, value,
       pytest.raises(ValueError, match=message):
     train.train_and_evaluate(config, str(tmp_path / 'w'))
   assert not (tmp_path / 'w').exists()
+
+
+def test_a_missing_test_split_is_found_before_the_encoder_trains(tmp_path):
+  config = _tiny()
+  data = tmp_path / 'npz'
+  data.mkdir()
+  r = np.random.default_rng(0)
+  np.savez(data / 'train.npz',
+           image=r.integers(0, 256, (64, 28, 28, 1), np.uint8),
+           label=(np.arange(64) % 10).astype(np.int32))
+  config.data.manual_dir = str(data)   # no test.npz beside it
+  with pytest.raises(input_pipeline.DataError, match='test'):
+    train.train_and_evaluate(config, str(tmp_path / 'w'))
+  assert not (tmp_path / 'w' / 'config.json').exists()
+  assert not os.listdir(tmp_path / 'w' / 'checkpoints')
 
 
 def test_more_steps_on_resume_are_allowed_and_evaluation_runs(tmp_path,
