@@ -21,15 +21,20 @@ from sgan_jax import steps
 from sgan_jax import xla_cpu_flags
 
 
+def all_finite(tree) -> jax.Array:
+  """Whether every float leaf of `tree` is free of NaN and inf (a scalar)."""
+  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x))
+                            for x in jax.tree.leaves(tree)
+                            if jnp.issubdtype(x.dtype, jnp.inexact)]))
+
+
 def _skip_nonfinite(step_fn):
   """Keeps the old state (but advances the step) when an update produced a
   non-finite loss or parameter; `skipped` in the metrics counts it."""
 
   def step(st, batch, key):
     new, metrics = step_fn(st, batch, key)
-    finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in
-                                jax.tree.leaves((metrics, new))
-                                if jnp.issubdtype(x.dtype, jnp.inexact)]))
+    finite = all_finite((metrics, new))
     kept = jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, st)
     metrics = dict(metrics, skipped=(~finite).astype(jnp.float32))
     # Non-finite metrics of a skipped step would stop the run at a log step.
@@ -60,7 +65,7 @@ def compile_steps(models: models_lib.Models,
 
   Returns a dict with 'encoder', 'stack{i}' for every stack and 'joint'
   (all `(state, batch, root_key) -> (state, metrics)`), 'encoder_eval',
-  'reset_optimizers' and 'sample'. The functions that run G0 (stack 0,
+  'reset_optimizers', 'state_is_finite' and 'sample'. The functions that run G0 (stack 0,
   joint, sample) compile with `xla_cpu_flags.compiler_options()`.
   """
   hp = steps.StepConfig.from_config(config)
@@ -92,6 +97,9 @@ def compile_steps(models: models_lib.Models,
   compiled['reset_optimizers'] = jax.jit(
       state_lib.reset_optimizers, in_shardings=repl, out_shardings=repl,
       donate_argnums=0)
+  # Checked before each save: a checkpoint is never a diverged state.
+  compiled['state_is_finite'] = jax.jit(all_finite, in_shardings=repl,
+                                        out_shardings=repl)
   compiled['sample'] = jit_sample(models, mesh)
   return compiled
 

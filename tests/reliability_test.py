@@ -65,6 +65,20 @@ def test_nonfinite_loss_stops_with_the_stack_and_term(tmp_path):
              if n.isdigit()) == 3
 
 
+def test_a_nonfinite_state_is_never_saved(tmp_path):
+  # Step 4 saves (ckpt_every=1) but does not log: its losses, computed
+  # before the NaN update, are finite; only the state check sees the NaNs.
+  config = _nan_in_stack1()
+  config.log.log_every = 1000
+  config.log.ckpt_every = 1
+  with tfds.testing.mock_data(num_examples=64):
+    with pytest.raises(FloatingPointError,
+                       match='non-finite parameters .* after step 4'):
+      train.train_and_evaluate(config, str(tmp_path))
+  assert max(int(n) for n in os.listdir(tmp_path / 'checkpoints')
+             if n.isdigit()) == 3
+
+
 def test_nonfinite_updates_can_be_skipped(tmp_path):
   config = _nan_in_stack1()
   config.optim.skip_nonfinite_updates = True
