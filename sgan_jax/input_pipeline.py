@@ -471,9 +471,11 @@ def _check_manual_dir(name: str, manual_dir: str, files: list[str]) -> None:
 
 
 def _cifar10_cache_path(data_dir: str | None, split: str) -> str:
-  root = data_dir or os.environ.get('TFDS_DATA_DIR') or os.path.join(
-      '~', 'tensorflow_datasets'
-  )
+  # Written with `os`: a bucket (gs://...) data_dir would become a local
+  # folder named 'gs:', so the decoded cache then stays on the local disk.
+  local = [d for d in (data_dir, os.environ.get('TFDS_DATA_DIR'))
+           if d and '://' not in d]
+  root = local[0] if local else os.path.join('~', 'tensorflow_datasets')
   return os.path.join(
       os.path.expanduser(root), 'cifar10_jpeg', f'{split}.npz'
   )

@@ -402,3 +402,14 @@ def test_abandoned_iterator_stops_its_thread():
   while len(_iterator_threads()) > before and time.monotonic() < deadline:
     time.sleep(0.01)
   assert len(_iterator_threads()) == before
+
+
+def test_cifar10_cache_stays_local_for_a_bucket_data_dir(monkeypatch):
+  monkeypatch.delenv('TFDS_DATA_DIR', raising=False)
+  path = input_pipeline._cifar10_cache_path('gs://bucket/tfds', 'train')
+  assert '://' not in path and 'gs:' not in path
+  assert path == os.path.join(os.path.expanduser('~'), 'tensorflow_datasets',
+                              'cifar10_jpeg', 'train.npz')
+  monkeypatch.setenv('TFDS_DATA_DIR', '/data/tfds')
+  assert input_pipeline._cifar10_cache_path('gs://bucket/tfds', 'test') == (
+      '/data/tfds/cifar10_jpeg/test.npz')
