@@ -26,6 +26,7 @@ are comparable.
 
 import copy
 import json
+import math
 import os
 import platform
 import statistics
@@ -44,6 +45,9 @@ from ml_collections import config_flags
 
 from sgan_jax import cli
 from sgan_jax import evaluation
+from sgan_jax import input_pipeline
+from sgan_jax import sampling
+from sgan_jax import schedule as schedule_lib
 from sgan_jax import train
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -132,12 +136,28 @@ def _train_seconds(workdir: str, elapsed: float, step: int) -> float:
   return record['train_s']
 
 
+class StoppedEarly(Exception):
+  """A run returned before the end of its schedule (SIGTERM, Ctrl-C)."""
+
+
 def run_variant(base: ml_collections.ConfigDict, name: str, seed: int,
                 root: str, num: int) -> dict[str, float]:
-  """Trains (or resumes) one run, evaluates it; metrics plus wall time."""
+  """Trains (or resumes) one run, evaluates it; metrics plus wall time.
+
+  Raises:
+    StoppedEarly: training saved and returned before the schedule's end, as
+      it does on SIGTERM or Ctrl-C: the ablation must stop there too, not
+      evaluate a half-trained run and go on to the next.
+  """
   workdir = os.path.join(root, name, f'seed{seed}')
+  config = variant_config(base, name, seed)
   start = time.time()
-  st = train.train_and_evaluate(variant_config(base, name, seed), workdir)
+  st = train.train_and_evaluate(config, workdir)
+  total = schedule_lib.total_steps(schedule_lib.build(config))
+  if int(st.step) < total:
+    _train_seconds(workdir, time.time() - start, int(st.step))
+    raise StoppedEarly(f'{name} seed {seed} stopped at step {int(st.step)} '
+                       f'of {total}; rerun the same command to resume')
   trained = _train_seconds(workdir, time.time() - start, int(st.step))
   _, metrics, _ = evaluation.evaluate_workdir(workdir, num)
   metrics = dict(metrics, train_s=trained)
@@ -172,7 +192,9 @@ def markdown_table(results: dict[str, list[dict[str, float]]]) -> str:
            'judge_fid': real.get('real_judge_fid'), 'diversity_ratio': 1.0,
            'diversity_ratio_judge': 1.0 if 'real_judge_fid' in real else None,
            'diversity_ratio_pixel': 1.0}
-    lines.append('| real data (test split; FIDs: train vs test) | | ' +
+    # Each seed has its own E and judge; the first run's are shown.
+    lines.append('| real data (test split; FIDs: train vs test; the first '
+                 "run's E and judge) | | " +
                  ' | '.join(_mean_std([ref[key]]) for key, _, _ in COLUMNS)
                  + ' |')
   return '\n'.join(lines)
@@ -181,8 +203,13 @@ def markdown_table(results: dict[str, list[dict[str, float]]]) -> str:
 def write_report(root: str, results: dict[str, list[dict[str, float]]],
                  command: str) -> str:
   """DIR/ablation.md and DIR/ablation.json; returns the markdown path."""
+  # null, not the bare NaN token json.dump writes (not JSON), for a ratio
+  # over a zero reference; as evaluation.write_metrics does.
+  finite = {name: [{k: (v if not isinstance(v, float) or math.isfinite(v)
+                        else None) for k, v in r.items()} for r in runs]
+            for name, runs in results.items()}
   with open(os.path.join(root, 'ablation.json'), 'w') as f:
-    json.dump(results, f, indent=2, sort_keys=True)
+    json.dump(finite, f, indent=2, sort_keys=True, allow_nan=False)
   minutes = {name: statistics.mean(r['train_s'] for r in runs) / 60
              for name, runs in results.items()}
   text = '\n'.join([
@@ -216,8 +243,12 @@ def main(argv):
     seeds = [int(s) for s in _SEEDS.value]
     for name in names:
       variant_config(_CONFIG.value, name, seeds[0])  # Fails fast on a typo.
-    if _NUM.value <= 0:
-      raise ValueError(f'--num must be positive, got {_NUM.value}')
+    # Checked before the first run trains, not when it is evaluated.
+    num_classes, _ = input_pipeline.dataset_info(_CONFIG.value.data.name)
+    try:
+      sampling.balanced_labels(_NUM.value, num_classes)
+    except ValueError as e:
+      raise ValueError(f'--num: {e}') from None
     os.makedirs(_WORKDIR.value, exist_ok=True)
     results = {}
     for name in names:
@@ -226,6 +257,10 @@ def main(argv):
       # Rewritten after every variant: an interrupted ablation keeps a table.
       path = write_report(_WORKDIR.value, results,
                           'python -m sgan_jax.ablate ' + ' '.join(sys.argv[1:]))
+  except StoppedEarly as e:
+    logging.warning('%s', e)
+    print(f'stopped: {e}')
+    return
   except cli.USER_ERRORS as e:
     cli.exit_with(e)
   print(f'wrote {path}')

@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import types
 
 import numpy as np
 import pytest
@@ -74,6 +75,43 @@ def test_table_shows_the_judge_columns_when_runs_have_them():
                       '0.900 | 0.700 | 0.800 |')
   assert lines[3].endswith('| | 0.990 | 0.980 | 9.500 | 0.500 | 0.250 | '
                            '1.000 | 1.000 | 1.000 |')
+
+
+def test_a_run_stopped_early_stops_the_ablation_unevaluated(tmp_path,
+                                                            monkeypatch):
+  base = helpers.load_config('mnist')
+  evaluated = []
+  monkeypatch.setattr(ablate.train, 'train_and_evaluate',
+                      lambda config, workdir: types.SimpleNamespace(step=4))
+  monkeypatch.setattr(ablate.evaluation, 'evaluate_workdir',
+                      lambda *a: evaluated.append(a))
+  os.makedirs(tmp_path / 'sgan' / 'seed0')   # train_and_evaluate's, mocked
+  with pytest.raises(ablate.StoppedEarly, match='stopped at step 4 of 9'):
+    ablate.run_variant(base, 'sgan', 0, str(tmp_path), 20)
+  assert not evaluated
+
+
+def test_report_json_writes_nan_as_null(tmp_path):
+  run = {'cond_acc': 0.9, 'e_is': 8.0, 'e_fid': 3.0,
+         'diversity_ratio': float('nan'), 'diversity_ratio_pixel': 0.8,
+         'real_cond_acc': 0.99, 'real_e_is': 9.5, 'real_e_fid': 0.5,
+         'train_s': 60.0}
+  ablate.write_report(str(tmp_path), {'sgan': [run]}, 'cmd')
+  text = (tmp_path / 'ablation.json').read_text()
+  assert 'NaN' not in text
+  assert json.loads(text)['sgan'][0]['diversity_ratio'] is None
+
+
+def test_num_not_a_multiple_of_the_classes_fails_before_training(tmp_path):
+  res = subprocess.run(
+      [sys.executable, '-m', 'sgan_jax.ablate',
+       '--config=configs/mnist.py:tiny', f'--workdir={tmp_path / "abl"}',
+       '--num=25'], cwd=helpers.REPO, capture_output=True, text=True,
+      timeout=300, check=False)
+  assert res.returncode != 0
+  last = res.stderr.strip().splitlines()[-1]
+  assert last.startswith('error:') and '--num' in last and '25' in last
+  assert not (tmp_path / 'abl' / 'sgan').exists()
 
 
 def _npz_data(path):
