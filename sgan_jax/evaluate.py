@@ -9,8 +9,8 @@ real data, and writes `DIR/eval/metrics.json` (plus TensorBoard events under
 (`e_is`, `e_fid` are domain-classifier analogues of IS/FID, not comparable to
 published Inception numbers); see `sgan_jax/evaluation.py` for each key.
 With --inception_weights it adds real Inception Score / FID (the FID
-InceptionV3 of `sgan_jax/inception.py`; 299 x 299 forwards, about 6 GFLOP per
-image, so minutes on a CPU).
+InceptionV3 of `sgan_jax/inception.py`; 299 x 299 forwards, about 6 G
+multiply-adds (11 GFLOP) per image, so minutes on a CPU).
 """
 
 import os

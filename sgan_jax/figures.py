@@ -10,9 +10,12 @@
   training images by pixels and by E's fc3 features, to show the samples are
   not copies.
 
-The first two return (images, rows) for `sampling.image_grid`; noise comes
-from `sampling.sample_noise` with the same key, so every figure draws the
-same z's as the class-conditional grid of the same key.
+The first two return (images, rows) for `sampling.image_grid`. Noise comes
+from `sampling.sample_noise`, which gives sample index n the same z's under
+the same key in every figure; the figures index it differently (a
+fixed-condition row r takes the z_i above the pixel level of index r, its
+cells the z_0 of the grid's cell indices), so only the fixed-condition
+grid's z_0 coincide with those of the class-conditional grid.
 """
 
 from collections.abc import Callable, Sequence

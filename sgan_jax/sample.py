@@ -14,7 +14,7 @@
 --neighbours_grid: one sample per class, then its --neighbours nearest
   training images by pixels, then by E's fc3 features (paper Fig. 4b).
 At least one output is required. All of them use the run's fixed evaluation
-key (or --seed), so they show the same draws.
+key (or --seed), so reruns show the same draws.
 """
 
 import os
