@@ -8,6 +8,7 @@ generator ever saw: its accuracy on samples is the fairer conditional
 accuracy. It is trained on first use and cached in `<workdir>/eval/`.
 """
 
+import json
 import os
 
 from absl import logging
@@ -25,6 +26,8 @@ from sgan_jax import state as state_lib
 from sgan_jax import steps
 
 JUDGE_FILE = 'judge_params.msgpack'
+# Beside it: what the cached judge was trained with (`Judge.recipe`).
+RECIPE_FILE = 'judge_params.json'
 # Far from any run's seed, so the judge never starts from E's initialisation.
 _SEED_OFFSET = 7919
 
@@ -58,6 +61,9 @@ class Judge:
       raise ValueError(f'the judge needs a positive number of training '
                        f'steps, got {self._steps}')
     self._cache = (epath.Path(cache_dir) / JUDGE_FILE) if cache_dir else None
+    self._recipe_file = (epath.Path(cache_dir) / RECIPE_FILE
+                         if cache_dir else None)
+    self.recipe = _recipe(config, self._steps, train_arrays)
     n_dev = mesh.devices.size
     self._batch = -(-batch_size // n_dev) * n_dev
     self._state = None
@@ -89,7 +95,7 @@ class Judge:
     if self._state is not None:
       return
     st = self._fresh_state()
-    if self._cache is not None and self._cache.exists():
+    if self._cache_matches():
       params = flax.serialization.from_bytes(st.encoder.params,
                                              self._cache.read_bytes())
       st = st.replace(encoder=st.encoder.replace(
@@ -105,6 +111,9 @@ class Judge:
         tmp.write_bytes(flax.serialization.to_bytes(
             jax.device_get(st.encoder.params)))
         tmp.replace(self._cache)
+        tmp = self._cache.parent / f'{RECIPE_FILE}.tmp-{os.getpid()}'
+        tmp.write_text(json.dumps(self.recipe, indent=2, sort_keys=True))
+        tmp.replace(self._recipe_file)
     self._state = st
     self._features = jax.jit(
         evaluation.make_encoder_features(
@@ -112,6 +121,21 @@ class Judge:
         in_shardings=(sharding.replicated(self._mesh),
                       sharding.batch_sharding(self._mesh)),
         out_shardings=(sharding.batch_sharding(self._mesh),) * 2)
+
+  def _cache_matches(self) -> bool:
+    """Whether the cached params were trained with this judge's recipe."""
+    if self._cache is None or not self._cache.exists():
+      return False
+    cached = (json.loads(self._recipe_file.read_text())
+              if self._recipe_file.exists() else None)
+    if cached != self.recipe:
+      # A judge of other data, steps or architecture would score the
+      # samples against the wrong classifier without a sign.
+      logging.warning('judge: %s was trained with another recipe (or '
+                      'before recipes were recorded); training anew',
+                      self._cache)
+      return False
+    return True
 
   def __call__(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(N, F) fc3 features and (N, K) probabilities of uint8 images.
@@ -126,3 +150,15 @@ class Judge:
     return evaluation.encode_images(self._features, self._state, images,
                                     self._batch,
                                     sharding.batch_sharding(self._mesh))
+
+
+def _recipe(config: ml_collections.ConfigDict, num_steps: int,
+            train_arrays: dict[str, np.ndarray]) -> dict:
+  """What determines a judge's params, as JSON (data paths left out: the
+  same data may move)."""
+  full = json.loads(config.to_json_best_effort())
+  data = {k: v for k, v in full['data'].items()
+          if k not in ('data_dir', 'manual_dir')}
+  return {'steps': int(num_steps), 'seed': full['seed'], 'data': data,
+          'model': full['model'], 'optim': full['optim'],
+          'num_examples': int(len(train_arrays['label']))}

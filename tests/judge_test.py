@@ -1,5 +1,6 @@
 """The independent classifier behind judge_cond_acc."""
 
+import json
 import os
 
 import jax
@@ -42,6 +43,12 @@ def test_judge_learns_caches_and_is_not_the_encoder(tmp_path):
   feats_again, probs_again = again(test['image'])
   np.testing.assert_allclose(probs_again, probs, rtol=1e-6)
   np.testing.assert_allclose(feats_again, feats, rtol=1e-6)
+  # A judge of another recipe (here: more steps) does not take that cache.
+  longer = judge.Judge(config, mesh, train, cache_dir=str(tmp_path),
+                       num_steps=90, batch_size=48)
+  _, probs_longer = longer(test['image'])
+  assert not np.allclose(probs_longer, probs, rtol=1e-6)
+  assert json.loads((tmp_path / judge.RECIPE_FILE).read_text())['steps'] == 90
   # Its initialisation differs from the run's encoder (another seed).
   _, st = helpers.build(config)
   fresh = first._fresh_state()
