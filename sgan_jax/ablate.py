@@ -153,12 +153,11 @@ def run_variant(base: ml_collections.ConfigDict, name: str, seed: int,
   config = variant_config(base, name, seed)
   start = time.time()
   st = train.train_and_evaluate(config, workdir)
+  trained = _train_seconds(workdir, time.time() - start, int(st.step))
   total = schedule_lib.total_steps(schedule_lib.build(config))
   if int(st.step) < total:
-    _train_seconds(workdir, time.time() - start, int(st.step))
     raise StoppedEarly(f'{name} seed {seed} stopped at step {int(st.step)} '
                        f'of {total}; rerun the same command to resume')
-  trained = _train_seconds(workdir, time.time() - start, int(st.step))
   _, metrics, _ = evaluation.evaluate_workdir(workdir, num)
   metrics = dict(metrics, train_s=trained)
   logging.info('%s seed %d: %s', name, seed, {k: round(v, 4) for k, v in

@@ -65,8 +65,9 @@ def compile_steps(models: models_lib.Models,
 
   Returns a dict with 'encoder', 'stack{i}' for every stack and 'joint'
   (all `(state, batch, root_key) -> (state, metrics)`), 'encoder_eval',
-  'reset_optimizers', 'state_is_finite' and 'sample'. The functions that run G0 (stack 0,
-  joint, sample) compile with `xla_cpu_flags.compiler_options()`.
+  'reset_optimizers', 'state_is_finite' and 'sample'. The functions that
+  run G0 (stack 0, joint, sample) compile with
+  `xla_cpu_flags.compiler_options()`.
   """
   hp = steps.StepConfig.from_config(config)
   repl = sharding.replicated(mesh)

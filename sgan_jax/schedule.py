@@ -99,8 +99,9 @@ def check_resumable(old: tuple[Phase, ...], new: tuple[Phase, ...],
   if step > total_steps(new):
     raise ValueError(f'the checkpoint is at step {step}, past the end of '
                      f'this schedule ({total_steps(new)} steps)')
-  if taken(old) != taken(new):
+  ran, moved = taken(old), taken(new)
+  if ran != moved:
     raise ValueError(
-        f'the checkpoint at step {step} ran {fmt(taken(old))}; this schedule '
-        f'puts those steps in {fmt(taken(new))}: change only the length of '
-        'the phase in progress or of later ones, or use a new --workdir')
+        f'the checkpoint at step {step} ran {fmt(ran)}; this schedule puts '
+        f'those steps in {fmt(moved)}: change only the length of the phase '
+        'in progress or of later ones, or use a new --workdir')
