@@ -42,12 +42,17 @@ _RESUMABLE_CHANGES = ('data.data_dir', 'data.manual_dir', 'schedule.', 'log.',
                       'optim.skip_nonfinite_updates')
 
 
+# Beside config.json: which training examples the run uses (`data_record`).
+DATA_RECORD = 'data.json'
+
+
 class ConfigMismatchError(ValueError):
   """The workdir holds a run made with an incompatible config."""
 
 
 def check_workdir_config(config: ml_collections.ConfigDict, workdir: str,
-                         checkpoint_step: int | None = None) -> None:
+                         checkpoint_step: int | None = None,
+                         data: dict[str, Any] | None = None) -> None:
   """Checks workdir/config.json against a resumed run's, then writes it.
 
   Args:
@@ -57,13 +62,31 @@ def check_workdir_config(config: ml_collections.ConfigDict, workdir: str,
       it holds none. Without one, an existing config.json belongs to a run
       that stopped before its first save (a crash while compiling, say): it
       is replaced, so that the corrected command is not refused.
+    data: this run's training data (`data_record`), checked against and
+      written to workdir/data.json. `data.data_dir` and `data.manual_dir` may
+      change on resume, but the examples and their order may not: another
+      source (CIFAR-10's JPEG tars instead of tfds, say) would feed the
+      resumed run other batches. A workdir from before data.json existed
+      adopts this run's record.
 
   Raises:
     ConfigMismatchError: the config differs in more than `_RESUMABLE_CHANGES`,
-      or its schedule moves steps the checkpoint has already taken.
+      its schedule moves steps the checkpoint has already taken, or the
+      training data differ from the checkpointed run's.
   """
   path = epath.Path(workdir) / 'config.json'
+  data_path = epath.Path(workdir) / DATA_RECORD
   new = json.loads(config.to_json_best_effort())
+  if checkpoint_step is not None and data is not None and data_path.exists():
+    old_data = json.loads(data_path.read_text())
+    if old_data.get('train_fingerprint') != data['train_fingerprint']:
+      raise ConfigMismatchError(
+          f'{workdir} holds a run trained on other data: its '
+          f'{old_data.get("train_examples")} training examples from '
+          f'{old_data.get("train_source")} differ from these '
+          f'{data["train_examples"]} from {data["train_source"]} (contents '
+          f'or order); resume with the same data source or use a new '
+          f'--workdir')
   if checkpoint_step is not None and path.exists():
     old = json.loads(path.read_text())
     diffs = [k for k in _flat_diff(old, new)
@@ -80,12 +103,33 @@ def check_workdir_config(config: ml_collections.ConfigDict, workdir: str,
     except ValueError as e:
       raise ConfigMismatchError(f'{workdir}: {e}') from None
   if jax.process_index() == 0:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Written aside and renamed: the other processes of a multi-process run
-    # read this file at the same time and must never see it half-written.
-    tmp = path.parent / f'config.json.tmp-{os.getpid()}'
-    tmp.write_text(json.dumps(new, indent=2, sort_keys=True))
-    tmp.replace(path)
+    if data is not None:
+      _write_json(data_path, data)
+    _write_json(path, new)
+
+
+def _write_json(path: epath.Path, obj: Any) -> None:
+  path.parent.mkdir(parents=True, exist_ok=True)
+  # Written aside and renamed: the other processes of a multi-process run
+  # read this file at the same time and must never see it half-written.
+  tmp = path.parent / f'{path.name}.tmp-{os.getpid()}'
+  tmp.write_text(json.dumps(obj, indent=2, sort_keys=True))
+  tmp.replace(path)
+
+
+def data_record(arrays: dict[str, np.ndarray], source: str
+                ) -> dict[str, Any]:
+  """The training split as workdir/data.json records it.
+
+  Args:
+    arrays: the loaded train split.
+    source: where it came from (`DatasetInfo.source`), for error messages.
+
+  Returns:
+    A JSON-able dict; resuming requires the same `train_fingerprint`.
+  """
+  return {'train_fingerprint': input_pipeline.fingerprint(arrays),
+          'train_examples': len(arrays['label']), 'train_source': source}
 
 
 def _flat_diff(a: Any, b: Any, prefix: str = '') -> list[str]:
@@ -145,7 +189,8 @@ def setup(config: ml_collections.ConfigDict, workdir: str):
       test_arrays, _ = input_pipeline.load_split(config.data, 'test')
     # The newest step, readable or not: a schedule that keeps the steps up to
     # it in place keeps those of any older checkpoint too.
-    check_workdir_config(config, workdir, latest)
+    check_workdir_config(config, workdir, latest,
+                         data_record(arrays, info.source))
     compiled = jitted.compile_steps(models, config, mesh)
     repl = sharding.replicated(mesh)
     root = jax.random.key(config.seed)

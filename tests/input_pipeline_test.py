@@ -233,6 +233,9 @@ def test_cifar10_jpeg_full_split_is_cached(tmp_path):
   assert 'cached' in cached_info.source and 'JPEG' in cached_info.source
   np.testing.assert_array_equal(cached['image'], arrays['image'])
   np.testing.assert_array_equal(cached['label'], arrays['label'])
+  # Decoded or cached, the same examples: a run may resume on either.
+  assert (input_pipeline.fingerprint(cached)
+          == input_pipeline.fingerprint(arrays))
   # The first examples cycle through the classes; max_examples is a prefix.
   assert arrays['label'][:20].tolist() == list(range(10)) * 2
   first, _ = input_pipeline.load_split(
@@ -261,6 +264,24 @@ def _arrays(n=50):
       'image': np.arange(n * 2, dtype=np.float32).reshape(n, 2),
       'label': np.arange(n, dtype=np.int32),
   }
+
+
+def test_fingerprint_sees_pixels_labels_and_order():
+  rs = np.random.default_rng(0)
+  arrays = {'image': rs.integers(0, 256, (6, 4, 4, 1), dtype=np.uint8),
+            'label': rs.integers(0, 10, 6).astype(np.int32)}
+  base = input_pipeline.fingerprint(arrays)
+  assert base == input_pipeline.fingerprint(
+      {k: v.copy() for k, v in arrays.items()})
+  one_pixel = arrays['image'].copy()
+  one_pixel[5, 3, 3, 0] ^= 1
+  one_label = arrays['label'].copy()
+  one_label[0] = (one_label[0] + 1) % 10
+  changed = [dict(arrays, image=one_pixel), dict(arrays, label=one_label),
+             {k: v[::-1] for k, v in arrays.items()},
+             {k: v[:5] for k, v in arrays.items()}]
+  digests = {input_pipeline.fingerprint(a) for a in changed}
+  assert base not in digests and len(digests) == len(changed)
 
 
 def test_sampler_is_a_function_of_seed_and_step():

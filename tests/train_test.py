@@ -105,6 +105,30 @@ def test_resume_may_not_move_the_steps_already_taken(tmp_path):
     train.check_workdir_config(shorter, str(tmp_path), 10)
 
 
+def test_resume_refuses_other_training_data_but_not_another_path(tmp_path):
+  """data.manual_dir may move; another source (other pixels, other order)
+  would feed the resumed run other batches."""
+  config, workdir = _tiny(), str(tmp_path)
+  images = np.arange(4 * 28 * 28, dtype=np.uint8).reshape(4, 28, 28, 1)
+  arrays = {'image': images, 'label': np.arange(4, dtype=np.int32)}
+  first = train.data_record(arrays, 'tfds')
+  train.check_workdir_config(config, workdir, None, first)
+  # The same examples from elsewhere: accepted.
+  train.check_workdir_config(config, workdir, 3,
+                             train.data_record(dict(arrays), 'jpeg tars'))
+  reordered = {k: v[::-1] for k, v in arrays.items()}
+  with pytest.raises(train.ConfigMismatchError, match='other data'):
+    train.check_workdir_config(config, workdir, 3,
+                               train.data_record(reordered, 'jpeg tars'))
+  saved = json.loads((tmp_path / train.DATA_RECORD).read_text())
+  assert saved['train_fingerprint'] == first['train_fingerprint']
+  # Without a checkpoint nothing is enforced: the record is replaced.
+  train.check_workdir_config(config, workdir, None,
+                             train.data_record(reordered, 'jpeg tars'))
+  saved = json.loads((tmp_path / train.DATA_RECORD).read_text())
+  assert saved['train_source'] == 'jpeg tars'
+
+
 @pytest.mark.parametrize('key,value,message', [
     ('log.ckpt_every', 0, 'log.ckpt_every must be >= 1'),
     ('log.log_every', 0, 'log.log_every must be >= 1'),
