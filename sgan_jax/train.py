@@ -271,6 +271,7 @@ def _run(config, workdir, phases, models, mesh, compiled, ckpt, st, arrays,
                                                     evaluation.EVAL_DIR))
     evaluator = evaluation.make_evaluator(
         models, config, mesh, num=lc.eval_num, train_arrays=arrays,
+        test_arrays=test_arrays,  # None once E is trained: loaded there.
         sample_fn=compiled['sample'], judge_fn=judge_fn)
   end = total if stop_after is None else min(total, max(stop_after, start))
   step_fns = _compile_phase_steps(config, phases, start, end, compiled, mesh,

@@ -164,17 +164,28 @@ def test_a_missing_test_split_is_found_before_the_encoder_trains(tmp_path):
   assert not os.listdir(tmp_path / 'w' / 'checkpoints')
 
 
-def test_more_steps_on_resume_are_allowed_and_evaluation_runs(tmp_path,
-                                                              caplog):
+def test_more_steps_on_resume_are_allowed_and_evaluation_runs(
+    tmp_path, caplog, monkeypatch):
   config = _tiny()
   config.schedule.joint_steps = 0
+  config.log.eval_every = 2
+  config.log.eval_num = 20
+  loads = []
+  load_split = input_pipeline.load_split
+
+  def counting_load_split(data_config, split):
+    loads.append(split)
+    return load_split(data_config, split)
+
+  monkeypatch.setattr(input_pipeline, 'load_split', counting_load_split)
   with tfds.testing.mock_data(num_examples=64):
     train.train_and_evaluate(config, str(tmp_path), stop_after=3)
+    # E's accuracy and the evaluator share one load of the test split.
+    assert loads == ['train', 'test']
     config.schedule.joint_steps = 1
-    config.log.eval_every = 2
-    config.log.eval_num = 20
     with caplog.at_level('INFO'):
       st = train.train_and_evaluate(config, str(tmp_path))
+  assert loads[2:] == ['train', 'test']   # E is done: the evaluator's load
   assert int(st.step) == 3 + 2 + 2 + 1
   evals = [r.getMessage() for r in caplog.records
            if r.getMessage().startswith('eval at step')]
