@@ -6,7 +6,7 @@
 
 --out: an npz with `images` uint8 (N, H, W, C) in [0, 255] and `labels`
   int32 (N,), the conditioning class of each image, N/num_classes per class.
---grid: the class-conditional grid, one row per class.
+--grid: the class-conditional grid, one row per class, --columns samples each.
 --fixed_h1_grid: one generated ĥ_1 per row (classes in order), z_0 varying
   along the row (paper Fig. 4c/5): what the pixel-level noise controls.
 --interpolation_grid: one class per row, z_`--interpolate_stack` (default 1)
@@ -43,7 +43,7 @@ _NUM = flags.DEFINE_integer('num', 1000, 'Number of samples in --out (a '
                             'multiple of the number of classes).')
 _OUT = flags.DEFINE_string('out', None, 'Output .npz path.')
 _GRID = flags.DEFINE_string('grid', None, 'Class-conditional PNG grid (one '
-                            'row per class, up to 10 columns).')
+                            'row per class, --columns columns).')
 _FIXED = flags.DEFINE_string('fixed_h1_grid', None, 'PNG: a fixed ĥ_1 per '
                              'row, z_0 varying along it.')
 _INTERP = flags.DEFINE_string('interpolation_grid', None, 'PNG: linear '
@@ -121,8 +121,7 @@ def main(argv):
     written.append(f'{len(labels)} samples to {out}')
   rows, cols = models.num_classes, _COLUMNS.value
   if _GRID.value:
-    per_class = min(10, _NUM.value // num_classes) if _OUT.value else cols
-    images = draw(sampling.grid_labels(num_classes, per_class))
+    images = draw(sampling.grid_labels(num_classes, cols))
     sampling.save_png(_GRID.value, sampling.image_grid(images, rows))
     written.append(_GRID.value)
   decode = jax.jit(sampling.make_decode_fn(models))

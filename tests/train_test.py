@@ -233,11 +233,13 @@ def test_main_and_sample_cli_on_real_mnist(tmp_path):
   assert bad.returncode != 0
   assert 'multiple of' in bad.stderr.strip().splitlines()[-1]
 
-  # The paper figures: fixed ĥ_1 rows, z_1 interpolation, nearest neighbours.
+  # The paper figures: fixed ĥ_1 rows, z_1 interpolation, nearest neighbours;
+  # the class grid takes --columns too, whatever --num gives --out.
   figs = {f: str(tmp_path / f'{f}.png') for f in
-          ('fixed_h1_grid', 'interpolation_grid', 'neighbours_grid')}
+          ('grid', 'fixed_h1_grid', 'interpolation_grid', 'neighbours_grid')}
   res = _cli('sgan_jax.sample', f'--workdir={workdir}', '--columns=4',
-             '--neighbours=3', *(f'--{f}={p}' for f, p in figs.items()))
+             '--neighbours=3', '--num=20', f'--out={out}',
+             *(f'--{f}={p}' for f, p in figs.items()))
   assert res.returncode == 0, res.stderr[-3000:]
   for f, p in figs.items():
     with Image.open(p) as im:
