@@ -19,7 +19,6 @@ import sys
 import time
 
 import chex
-import jax
 import numpy as np
 import pytest
 
@@ -180,7 +179,8 @@ def test_two_processes_resumed_equal_one_process(tmp_path, data_dir):
   _, st_single, _, _ = runs.restore_latest(single)
   assert int(st_multi.step) == int(st_single.step) == _TINY_STEPS
   # By path: the optimizers (static fields) are different objects.
-  leaves_multi, leaves_single = _leaves(st_multi), _leaves(st_single)
+  leaves_multi, leaves_single = (
+      helpers.leaves_by_path(st_multi), helpers.leaves_by_path(st_single))
   assert leaves_multi.keys() == leaves_single.keys()
   # Not bit-exact: the gradient all-reduce runs over gloo in 2 processes
   # and in-process on 1, summing in another order (measured max |diff| 6e-8
@@ -216,7 +216,3 @@ def test_sigterm_to_one_process_stops_both_after_the_same_step(
   steps = [int(n) for n in os.listdir(ckpt_dir) if n.isdigit()]
   assert max(steps) == saved[0]
 
-
-def _leaves(tree) -> dict[str, np.ndarray]:
-  return {jax.tree_util.keystr(path): np.asarray(leaf) for path, leaf in
-          jax.tree_util.tree_flatten_with_path(jax.device_get(tree))[0]}

@@ -50,6 +50,13 @@ def build(config):
   return models, st
 
 
+def leaves_by_path(tree) -> dict[str, np.ndarray]:
+  """The leaves on the host, keyed by path: comparable across states whose
+  static fields (the optimizers) are different objects."""
+  return {jax.tree_util.keystr(path): np.asarray(leaf) for path, leaf in
+          jax.tree_util.tree_flatten_with_path(jax.device_get(tree))[0]}
+
+
 def tree_equal(a, b) -> bool:
   """Bitwise equality of the leaves (static fields such as optimizers may be
   different objects in states built by different calls)."""
