@@ -8,7 +8,8 @@ original pixels; see shared/data/PROVENANCE.md):
   python -m sgan_jax.main --config=configs/cifar10.py:tiny --workdir=/tmp/c \
       --config.data.manual_dir=../shared/data/cifar10
 
-Presets: `tiny` (CI smoke, seconds).
+Presets: `tiny` (CI smoke, seconds); `single_gan` and `three_stacks` (all
+configs, config_base.py), combined with ",": `:tiny,three_stacks`.
 """
 
 from sgan_jax import config_base

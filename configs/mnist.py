@@ -7,8 +7,10 @@ Offline (the official archives in a folder, nothing downloaded):
   python -m sgan_jax.main --config=configs/mnist.py:quick --workdir=/tmp/w \
       --config.data.manual_dir=../shared/data/mnist
 
-Presets: `tiny` (CI smoke, seconds), `quick` (every phase in about 15
-minutes on a 2-core CPU; class-correct, diverse digits, see README).
+Presets: `tiny` (CI smoke, seconds), `quick` (every phase in about 19
+minutes on a 2-core CPU; class-correct, diverse digits, see README);
+`single_gan` and `three_stacks` (all configs, config_base.py), combined with
+",": `:quick,three_stacks`.
 """
 
 from sgan_jax import config_base

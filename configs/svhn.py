@@ -9,7 +9,8 @@ The first run downloads SVHN through tensorflow-datasets (internet needed
 once); point --config.data.data_dir at a prepared tfds data dir to run
 offline.
 
-Presets: `tiny` (CI smoke, seconds).
+Presets: `tiny` (CI smoke, seconds); `single_gan` and `three_stacks` (all
+configs, config_base.py), combined with ",": `:tiny,three_stacks`.
 """
 
 from sgan_jax import config_base

@@ -44,6 +44,7 @@ import ml_collections
 from ml_collections import config_flags
 
 from sgan_jax import cli
+from sgan_jax import config_base
 from sgan_jax import evaluation
 from sgan_jax import input_pipeline
 from sgan_jax import sampling
@@ -71,11 +72,7 @@ def _no_joint(c: ml_collections.ConfigDict) -> None:
 def _single_gan(cond: bool, ent: bool) -> Callable[[ml_collections.ConfigDict],
                                                    None]:
   def apply(c: ml_collections.ConfigDict) -> None:
-    c.model.levels = ()
-    c.stacks = [c.stacks[0]]
-    c.schedule.stack_steps = (c.schedule.stack_steps[0]
-                              + c.schedule.joint_steps,)
-    c.schedule.joint_steps = 0
+    config_base.set_levels(c, ())
     if not cond:
       c.loss.cond_weight = 0.0
     if not ent:

@@ -19,6 +19,8 @@ ARCHES = ('mnist', 'cifar')
 # level plus one. () is a single GAN G(y, z) -> image (the paper's DCGAN
 # baselines).
 LEVEL_CHOICES = ((), ('fc3',), ('pool2', 'fc3'))
+# Q's output: in [0, 1] like z ~ U[0, 1) (MNIST), or unbounded (CIFAR).
+Q_ACTIVATIONS = ('sigmoid', 'linear')
 
 
 def _scaled(width: float):
@@ -47,6 +49,9 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   if mc.arch not in ARCHES:
     raise ValueError(f'config.model.arch must be one of {ARCHES}, got '
                      f'{mc.arch!r}')
+  if mc.q_activation not in Q_ACTIVATIONS:
+    raise ValueError(f'config.model.q_activation must be one of '
+                     f'{Q_ACTIVATIONS}, got {mc.q_activation!r}')
   levels = tuple(mc.levels)
   if levels not in LEVEL_CHOICES:
     raise ValueError(f'config.model.levels must be one of {LEVEL_CHOICES} '
@@ -56,7 +61,9 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   if len(config.stacks) != num_stacks:
     raise ValueError(
         f'config.model.levels {levels} gives {num_stacks} stacks but '
-        f'config.stacks has {len(config.stacks)} entries')
+        f'config.stacks has {len(config.stacks)} entries; use the presets '
+        f'`:single_gan` or `:three_stacks` (config_base.set_levels), which '
+        f'build the per-stack settings too')
   for i, sc in enumerate(config.stacks):
     if sc.z_dim <= 0:
       raise ValueError(f'config.stacks[{i}].z_dim must be positive, got '

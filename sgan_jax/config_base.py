@@ -121,15 +121,70 @@ def tiny(c: ml_collections.ConfigDict) -> None:
     c.log.bn_calibration_num = 32
 
 
+def set_levels(c: ml_collections.ConfigDict, levels: tuple[str, ...]) -> None:
+  """Rebuilds the stack list for other encoder levels (see `model.levels`).
+
+  The pixel stack keeps `stacks[0]` and the label-conditioned top stack the
+  last entry; a feature stack added between them copies the top stack's
+  settings and phase length (it is the same kind of MLP GAN). A single GAN
+  (`levels=()`) keeps the pixel stack and trains it for its own steps plus
+  the joint phase's, which one stack has no use for.
+
+  Args:
+    c: the config, changed in place (works on a locked one).
+    levels: encoder levels between image and label, bottom up.
+  """
+  levels = tuple(levels)
+  stacks, steps = list(c.stacks), list(c.schedule.stack_steps)
+  if not levels:
+    c.stacks = [stacks[0]]
+    c.schedule.stack_steps = (steps[0] + c.schedule.joint_steps,)
+    c.schedule.joint_steps = 0
+  else:
+    middle = [ml_collections.ConfigDict(stacks[-1].to_dict())
+              for _ in levels[1:]]
+    if c.is_locked:
+      for m in middle:
+        m.lock()
+    c.stacks = [stacks[0]] + middle + [stacks[-1]]
+    c.schedule.stack_steps = tuple([steps[0]] + [steps[-1]] * len(middle)
+                                   + [steps[-1]])
+  c.model.levels = levels
+
+
+def single_gan(c: ml_collections.ConfigDict) -> None:
+  """One conditional GAN G(y, z) -> image: the paper's baselines."""
+  set_levels(c, ())
+
+
+def three_stacks(c: ml_collections.ConfigDict) -> None:
+  """Three stacks: label -> fc3 -> pool2 -> image."""
+  set_levels(c, ('pool2', 'fc3'))
+
+
 def finalize(c: ml_collections.ConfigDict, arg: str | None,
              presets: dict[str, Callable[[ml_collections.ConfigDict], None]]
              ) -> ml_collections.ConfigDict:
-  """Applies the preset named by `arg` (None = full run) and locks."""
-  if arg:
-    if arg not in presets:
-      raise ValueError(f'unknown preset {arg!r}; expected one of '
-                       f'{sorted(presets)}')
-    presets[arg](c)
+  """Applies the presets named by `arg` and locks.
+
+  Args:
+    c: the dataset's full-run config.
+    arg: what follows the config file's ':' (None = full run): preset names
+      joined by ',' (`tiny,three_stacks`), applied in that order. Every
+      dataset has `single_gan` and `three_stacks` besides its own presets.
+    presets: the dataset's own presets by name.
+
+  Returns:
+    The locked config.
+  """
+  presets = dict(presets, single_gan=single_gan, three_stacks=three_stacks)
+  names = arg.split(',') if arg else []
+  unknown = [n for n in names if n not in presets]
+  if unknown:
+    raise ValueError(f'unknown preset {unknown[0]!r}; expected one or more '
+                     f'of {sorted(presets)} joined by ","')
+  for name in names:
+    presets[name](c)
   for s in c.stacks:
     s.lock()
   c.lock()

@@ -55,15 +55,21 @@ def test_level_shapes_chain_top_down(name, shape):
   assert h.shape == (3, *shape)
 
 
-def test_three_stacks_from_the_config_alone():
-  config = helpers.load_config('mnist')
-  config.model.levels = ('pool2', 'fc3')
-  config.stacks = list(config.stacks) + [config.stacks[1]]
-  config.schedule.stack_steps = (1, 1, 1)
+@pytest.mark.parametrize('preset,levels', [
+    ('tiny,three_stacks', ['pool2', 'fc3', 'logits']),
+    ('three_stacks,tiny', ['pool2', 'fc3', 'logits']),
+    ('tiny,single_gan', ['logits']),
+])
+def test_level_presets_build_matching_stacks(preset, levels):
+  config = helpers.load_config('mnist', preset)
   models, st = _abstract_state(config, (28, 28, 1))
-  assert [sm.cond_level for sm in models.stacks] == ['pool2', 'fc3', 'logits']
-  assert len(st.stacks) == 3
-  assert models.stacks[1].generator.out_dim == models.level_dims['pool2']
+  assert [sm.cond_level for sm in models.stacks] == levels
+  assert len(st.stacks) == len(config.schedule.stack_steps) == len(levels)
+  if len(levels) == 3:
+    assert models.stacks[1].generator.out_dim == models.level_dims['pool2']
+  else:   # One stack: its steps absorb the joint phase's.
+    assert config.schedule.stack_steps == (4,)
+    assert config.schedule.joint_steps == 0
 
 
 def test_bad_model_configs_are_clear():
@@ -74,6 +80,14 @@ def test_bad_model_configs_are_clear():
   config = helpers.load_config('mnist')
   config.model.levels = ('fc3', 'pool2')
   with pytest.raises(ValueError, match='levels'):
+    architectures.build_models(config, 10, (28, 28, 1))
+  config = helpers.load_config('mnist')
+  config.model.levels = ('pool2', 'fc3')    # without the stacks to match
+  with pytest.raises(ValueError, match='three_stacks'):
+    architectures.build_models(config, 10, (28, 28, 1))
+  config = helpers.load_config('mnist')
+  config.model.q_activation = 'tanh'
+  with pytest.raises(ValueError, match='q_activation'):
     architectures.build_models(config, 10, (28, 28, 1))
   config = helpers.load_config('mnist')
   config.model.arch = 'resnet'

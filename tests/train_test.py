@@ -253,12 +253,14 @@ def test_main_and_sample_cli_on_real_mnist(tmp_path):
   assert 'nothing to write' in nothing.stderr.strip().splitlines()[-1]
 
 
-def test_svhn_tiny_runs_end_to_end_on_mock_data(tmp_path):
-  config = helpers.load_config('svhn')
+def test_svhn_three_stacks_run_end_to_end_on_mock_data(tmp_path):
+  """Three stacks (label -> fc3 -> pool2 -> image) from the CLI's preset."""
+  config = helpers.load_config('svhn', 'tiny,three_stacks')
   config.data.max_examples = 64
   with tfds.testing.mock_data(num_examples=64):
     st = train.train_and_evaluate(config, str(tmp_path))
-  assert int(st.step) == 3 + 2 + 2 + 2
+  assert len(st.stacks) == 3
+  assert int(st.step) == 3 + 2 + 2 + 2 + 2
   assert os.listdir(tmp_path / 'samples')
 
 
