@@ -39,6 +39,9 @@ def build(config: ml_collections.ConfigDict) -> tuple[Phase, ...]:
   order changes nothing else.
   """
   sc = config.schedule
+  if sc.g_steps < 1:
+    raise ValueError(f'config.schedule.g_steps (G updates per D update) '
+                     f'must be >= 1, got {sc.g_steps}')
   num_stacks = len(config.stacks)
   stack_steps = tuple(sc.stack_steps)
   if len(stack_steps) != num_stacks:

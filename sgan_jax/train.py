@@ -36,9 +36,12 @@ from sgan_jax import state as state_lib
 from sgan_jax import steps
 
 # Keys that may change between a run and its resumption: where data comes
-# from, how long to train and how often to log. Anything else changing means
-# the checkpoint belongs to a different experiment.
-_RESUMABLE_CHANGES = ('data.data_dir', 'data.manual_dir', 'schedule.', 'log.',
+# from, how long each phase trains (within `check_resumable`) and how often
+# to log, sample and evaluate. Anything else changing (the G steps per D
+# step, say) means the checkpoint belongs to a different experiment.
+_RESUMABLE_CHANGES = ('data.data_dir', 'data.manual_dir',
+                      'schedule.encoder_steps', 'schedule.stack_steps',
+                      'schedule.joint_steps', 'log.',
                       'optim.skip_nonfinite_updates')
 
 

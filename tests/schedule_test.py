@@ -33,3 +33,7 @@ def test_zero_length_phases_are_skipped_and_errors_are_clear():
   config.schedule.encoder_steps = 0
   with pytest.raises(ValueError, match='encoder_steps'):
     schedule.build(config)
+  config.schedule.encoder_steps = 1
+  config.schedule.g_steps = 0
+  with pytest.raises(ValueError, match='g_steps'):
+    schedule.build(config)

@@ -103,6 +103,13 @@ def test_resume_may_not_move_the_steps_already_taken(tmp_path):
   shorter.schedule.stack_steps = (4, 2)
   with pytest.raises(train.ConfigMismatchError, match='past the end'):
     train.check_workdir_config(shorter, str(tmp_path), 10)
+  # The rest of `schedule` is the algorithm, not its length.
+  for key, value in (('g_steps', 2), ('g_steps_by_d_loss', True),
+                     ('reset_optimizers_for_joint', False)):
+    other = _tiny()
+    other.schedule[key] = value
+    with pytest.raises(train.ConfigMismatchError, match=f'schedule.{key}'):
+      train.check_workdir_config(other, str(tmp_path), 6)
 
 
 def test_resume_refuses_other_training_data_but_not_another_path(tmp_path):
