@@ -31,7 +31,9 @@ class Checkpointer:
       self.directory = self.directory.absolute()
     self._manager = ocp.CheckpointManager(
         self.directory,
-        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
+        # Not created here: the first save makes it, so a run refused by its
+        # checks and the read-only CLIs (sample, evaluate) leave no folder.
+        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=False),
         item_names=('state', 'meta'))
 
   def latest_step(self) -> int | None:
