@@ -56,8 +56,8 @@ def parse_flags(argv: list[str]) -> list[str]:
     # ConfigDict; a bad value TypeError/ValueError.
     detail = (str(e).strip().splitlines() or [''])[-1]
     if isinstance(e, (AttributeError, KeyError)):
-      detail = (f'unknown config key {detail} (the keys are in '
-                'sgan_jax/config_base.py)')
+      detail = (f'unknown config key {_config_key_detail(e) or detail} (the '
+                'keys are in sgan_jax/config_base.py)')
     sys.exit(f'error: bad flags: {detail}')
   if _KEEP_FREED_MEMORY.value:
     host_memory.keep_freed_memory()
@@ -67,6 +67,22 @@ def parse_flags(argv: list[str]) -> list[str]:
     xla_cpu_flags.run_steps_on_calling_thread()
   use_compilation_cache(_COMPILATION_CACHE_DIR.value)
   return argv
+
+
+def _config_key_detail(error: BaseException) -> str | None:
+  """The locked ConfigDict's own message ("'x' Did you mean "y"...?").
+
+  ml_collections raises it as a KeyError and re-raises its repr (quotes and
+  newline escaped) as an AttributeError; the original is in the context.
+  """
+  messages = []
+  while error is not None:
+    if isinstance(error, KeyError) and error.args and isinstance(
+        error.args[0], str):
+      messages.append(error.args[0])
+    error = error.__context__
+  hints = [m for m in messages if 'Did you mean' in m] or messages
+  return ' '.join(hints[0].split()) if hints else None
 
 
 def default_compilation_cache_dir() -> str:

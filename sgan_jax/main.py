@@ -40,6 +40,9 @@ flags.mark_flags_as_required(['config', 'workdir'])
 def init_distributed() -> None:
   """Joins the other processes before anything else touches a device."""
   if _COORDINATOR.value is not None:
+    if _NUM_PROCESSES.value is None or _PROCESS_ID.value is None:
+      raise ValueError('--coordinator_address needs --num_processes and '
+                       '--process_id (or use --distributed to detect them)')
     jax.distributed.initialize(coordinator_address=_COORDINATOR.value,
                                num_processes=_NUM_PROCESSES.value,
                                process_id=_PROCESS_ID.value)
@@ -58,11 +61,11 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   logging.get_absl_handler().addFilter(_QuietOrbax())
-  init_distributed()
-  logging.info('JAX %s, backend %s, %d device(s), process %d of %d',
-               jax.__version__, jax.default_backend(), jax.device_count(),
-               jax.process_index(), jax.process_count())
   try:
+    init_distributed()
+    logging.info('JAX %s, backend %s, %d device(s), process %d of %d',
+                 jax.__version__, jax.default_backend(), jax.device_count(),
+                 jax.process_index(), jax.process_count())
     train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
   except cli.USER_ERRORS as e:
     logging.error('%s: %s', type(e).__name__, e)

@@ -169,7 +169,9 @@ def test_sigterm_saves_at_the_next_step_and_exits_zero(tmp_path):
 
 
 @pytest.mark.parametrize('override,message', [
-    ('--config.data.typo=1', 'unknown config key'),
+    ('--config.log.log_everyy=1',
+     'unknown config key \'log_everyy\' Did you mean "log_every"'),
+    ('--coordinator_address=localhost:1', '--num_processes'),
     ('--config.data.name=imagenet', 'imagenet'),
     ('--config.stacks[0].z_dim=0', 'z_dim must be positive'),
     ('--config.data.batch_size=12', 'divisible by the 8 devices'),
@@ -185,4 +187,4 @@ def test_bad_input_is_one_line_and_nonzero(tmp_path, override, message):
   assert last.startswith('error:') and message in last, res.stderr[-2000:]
   assert 'Traceback' not in res.stderr
   # Nothing was written for a run that never started.
-  assert not os.path.exists(tmp_path / 'w' / 'config.json')
+  assert not os.path.exists(tmp_path / 'w')
