@@ -43,6 +43,7 @@ import jax
 import ml_collections
 from ml_collections import config_flags
 
+from sgan_jax import atomic_file
 from sgan_jax import cli
 from sgan_jax import config_base
 from sgan_jax import evaluation
@@ -128,8 +129,7 @@ def _train_seconds(workdir: str, elapsed: float, step: int) -> float:
       record = json.load(f)
   if step != record['step']:
     record = {'train_s': record['train_s'] + elapsed, 'step': step}
-    with open(path, 'w') as f:
-      json.dump(record, f)
+    atomic_file.write_json(path, record)
   return record['train_s']
 
 
@@ -204,8 +204,8 @@ def write_report(root: str, results: dict[str, list[dict[str, float]]],
   finite = {name: [{k: (v if not isinstance(v, float) or math.isfinite(v)
                         else None) for k, v in r.items()} for r in runs]
             for name, runs in results.items()}
-  with open(os.path.join(root, 'ablation.json'), 'w') as f:
-    json.dump(finite, f, indent=2, sort_keys=True, allow_nan=False)
+  atomic_file.write_text(os.path.join(root, 'ablation.json'), json.dumps(
+      finite, indent=2, sort_keys=True, allow_nan=False))
   minutes = {name: statistics.mean(r['train_s'] for r in runs) / 60
              for name, runs in results.items()}
   text = '\n'.join([
@@ -226,8 +226,7 @@ def write_report(root: str, results: dict[str, list[dict[str, float]]],
       'Training minutes per run (mean): ' + ', '.join(
           f'{name} {m:.1f}' for name, m in minutes.items()), ''])
   path = os.path.join(root, 'ablation.md')
-  with open(path, 'w') as f:
-    f.write(text)
+  atomic_file.write_text(path, text)
   return path
 
 

@@ -193,7 +193,7 @@ def _phases(size: int, k: int, dilation: int, pads: tuple[int, int]
   o = s m + r only taps t = t0 + s j with t0 = (lo - r) mod s meet a pixel,
   x[m + c + j] with c = (r + t0 - lo) / s, an integer.
   """
-  s, (lo, hi) = dilation, pads
+  s, lo = dilation, pads[0]
   total = out_size((size - 1) * s + 1, k, 1, pads)
   phases = []
   for r in range(s):

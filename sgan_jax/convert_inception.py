@@ -19,6 +19,7 @@ from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 import numpy as np
 
+from sgan_jax import atomic_file
 from sgan_jax import cli
 from sgan_jax import inception
 
@@ -63,8 +64,7 @@ def convert(pth: str, out: str) -> int:
                      'not a state dict')
   arrays = state_dict_arrays(state_dict)
   inception.variables_from_state_dict(arrays)  # raises on a wrong file
-  os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-  with open(out, 'wb') as f:
+  with atomic_file.open_for_write(out, binary=True) as f:
     np.savez(f, **arrays)
   return len(arrays)
 

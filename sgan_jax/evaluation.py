@@ -55,6 +55,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from sgan_jax import atomic_file
 from sgan_jax import input_pipeline
 from sgan_jax import jitted
 from sgan_jax import models as models_lib
@@ -617,8 +618,7 @@ def write_metrics(eval_dir: str, step: int, metrics: Metrics,
             'metrics': {k: (v if np.isfinite(v) else None)
                         for k, v in sorted(metrics.items())},
             'notes': notes}
-  with open(path, 'w') as f:
-    json.dump(record, f, indent=2)
+  atomic_file.write_text(path, json.dumps(record, indent=2))
   try:
     from clu import metric_writers  # pylint: disable=g-import-not-at-top
   except ImportError:

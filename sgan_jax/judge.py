@@ -9,7 +9,6 @@ accuracy. It is trained on first use and cached in `<workdir>/eval/`.
 """
 
 import json
-import os
 
 from absl import logging
 from etils import epath
@@ -18,6 +17,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from sgan_jax import atomic_file
 from sgan_jax import architectures
 from sgan_jax import evaluation
 from sgan_jax import input_pipeline
@@ -106,14 +106,15 @@ class Judge:
                    self._steps)
       st = self._fit(st)
       if self._cache is not None and jax.process_index() == 0:
-        self._cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self._cache.parent / f'{JUDGE_FILE}.tmp-{os.getpid()}'
-        tmp.write_bytes(flax.serialization.to_bytes(
-            jax.device_get(st.encoder.params)))
-        tmp.replace(self._cache)
-        tmp = self._cache.parent / f'{RECIPE_FILE}.tmp-{os.getpid()}'
-        tmp.write_text(json.dumps(self.recipe, indent=2, sort_keys=True))
-        tmp.replace(self._recipe_file)
+        # The recipe goes first and returns last: in between, a reader finds
+        # none and trains its own judge rather than pairing these params
+        # with another recipe.
+        if self._recipe_file.exists():
+          self._recipe_file.unlink()
+        with atomic_file.open_for_write(self._cache, binary=True) as f:
+          f.write(flax.serialization.to_bytes(
+              jax.device_get(st.encoder.params)))
+        atomic_file.write_json(self._recipe_file, self.recipe)
     self._state = st
     self._features = jax.jit(
         evaluation.make_encoder_features(

@@ -27,6 +27,7 @@ from absl import logging
 import jax
 import numpy as np
 
+from sgan_jax import atomic_file
 from sgan_jax import cli
 from sgan_jax import evaluation
 from sgan_jax import figures
@@ -115,7 +116,9 @@ def main(argv):
     out = (_OUT.value if _OUT.value.endswith('.npz')
            else f'{_OUT.value}.npz')
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    np.savez(out, images=draw(labels), labels=labels)
+    images = draw(labels)
+    with atomic_file.open_for_write(out, binary=True) as f:
+      np.savez(f, images=images, labels=labels)
     logging.info('wrote %d samples from step %d to %s', len(labels),
                  int(st.step), out)
     written.append(f'{len(labels)} samples to {out}')

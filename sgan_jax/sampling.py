@@ -10,13 +10,13 @@ which the EMA params are not.
 """
 
 
-from etils import epath
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from PIL import Image
 
+from sgan_jax import atomic_file
 from sgan_jax import models as models_lib
 from sgan_jax import rng
 from sgan_jax import sharding as sharding_lib
@@ -191,8 +191,7 @@ def image_grid(images: np.ndarray, rows: int, pad: int = 1) -> np.ndarray:
 
 
 def save_png(path: str, grid: np.ndarray) -> None:
-  path = epath.Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  with path.open('wb') as f:
+  # TensorBoard-less users watch samples/ while training writes it.
+  with atomic_file.open_for_write(path, binary=True) as f:
     Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid).save(
         f, format='PNG')

@@ -22,6 +22,7 @@ from etils import epath
 import ml_collections
 import numpy as np
 
+from sgan_jax import atomic_file
 from sgan_jax import architectures
 from sgan_jax import checkpointing
 from sgan_jax import evaluation
@@ -106,18 +107,11 @@ def check_workdir_config(config: ml_collections.ConfigDict, workdir: str,
     except ValueError as e:
       raise ConfigMismatchError(f'{workdir}: {e}') from None
   if jax.process_index() == 0:
+    # Atomic: the other processes of a multi-process run read these files
+    # at the same time.
     if data is not None:
-      _write_json(data_path, data)
-    _write_json(path, new)
-
-
-def _write_json(path: epath.Path, obj: Any) -> None:
-  path.parent.mkdir(parents=True, exist_ok=True)
-  # Written aside and renamed: the other processes of a multi-process run
-  # read this file at the same time and must never see it half-written.
-  tmp = path.parent / f'{path.name}.tmp-{os.getpid()}'
-  tmp.write_text(json.dumps(obj, indent=2, sort_keys=True))
-  tmp.replace(path)
+      atomic_file.write_json(data_path, data)
+    atomic_file.write_json(path, new)
 
 
 def data_record(arrays: dict[str, np.ndarray], source: str
