@@ -18,4 +18,7 @@ from sgan_jax import config_base
 def get_config(arg: str | None = None):
   c = config_base.base_config('cifar10', arch='cifar')
   config_base.original_cifar(c)
+  # Paper Sec. 4: "On CIFAR-10 we apply horizontal flipping to train the
+  # encoder. No data augmentation is used on other datasets."
+  c.encoder.random_flip = True
   return config_base.finalize(c, arg, {'tiny': config_base.tiny})

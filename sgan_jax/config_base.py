@@ -55,6 +55,9 @@ def base_config(dataset: str, arch: str) -> ml_collections.ConfigDict:
   c.encoder.lr = 1e-3
   # Cosine-decay E's learning rate to 0 over its phase (else constant).
   c.encoder.cosine_decay = False
+  # Mirror each training image left-right with probability 1/2 in E's phase
+  # only (the paper does so on CIFAR-10; the GANs see unflipped data).
+  c.encoder.random_flip = False
 
   c.stacks = [stack_config(50, 1e-4), stack_config(50, 1e-4)]
 

@@ -162,4 +162,6 @@ def _recipe(config: ml_collections.ConfigDict, num_steps: int,
           if k not in ('data_dir', 'manual_dir')}
   return {'steps': int(num_steps), 'seed': full['seed'], 'data': data,
           'model': full['model'], 'optim': full['optim'],
-          'num_examples': int(len(train_arrays['label']))}
+          'encoder': full['encoder'],   # its lr, schedule and flip train it
+          'num_examples': int(len(train_arrays['label'])),
+          'train_fingerprint': input_pipeline.fingerprint(train_arrays)}

@@ -22,6 +22,7 @@ D_FAKE_PASS = 6     # over real h_i, and over the fake batch
 D_STEP = 10         # sub-keys of the D update ...
 G_STEP = 11         # ... and of the G update(s)
 ENCODER = 20        # the encoder's pre-training step
+ENCODER_FLIP = 21   # which images E's step mirrors (encoder.random_flip)
 
 # Folded into the root instead of a step number, for non-training use; far
 # above any step count.

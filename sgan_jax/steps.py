@@ -49,6 +49,7 @@ class StepConfig:
   pixel_scale: float = 1.0
   g_steps: int = 1
   g_steps_by_d_loss: bool = False
+  encoder_flip: bool = False
 
   @classmethod
   def from_config(cls, config: ml_collections.ConfigDict) -> 'StepConfig':
@@ -62,7 +63,8 @@ class StepConfig:
         ema_decay=config.optim.ema_decay,
         pixel_scale=pixel_scale(config.data.image_range),
         g_steps=int(config.schedule.g_steps),
-        g_steps_by_d_loss=config.schedule.g_steps_by_d_loss)
+        g_steps_by_d_loss=config.schedule.g_steps_by_d_loss,
+        encoder_flip=bool(config.encoder.get('random_flip', False)))
 
 
 IMAGE_RANGES = ('unit', 'symmetric', 'mean_subtracted')
@@ -417,12 +419,23 @@ def make_joint_step(models: models_lib.Models, hp: StepConfig) -> Step:
   return train_step
 
 
+def random_flip(key: jax.Array, x: jax.Array) -> jax.Array:
+  """Mirrors each NHWC image left-right with probability 1/2."""
+  flip = jax.random.bernoulli(key, 0.5, (x.shape[0],))
+  return jnp.where(flip[:, None, None, None], x[:, :, ::-1, :], x)
+
+
 def make_encoder_step(models: models_lib.Models, hp: StepConfig) -> Step:
-  """One Adam step of E on the class cross-entropy of real images."""
+  """One Adam step of E on the class cross-entropy of real images (mirrored
+  at random if `hp.encoder_flip`)."""
 
   def train_step(st, batch, root_key):
-    del root_key  # E has no stochastic layers.
-    x = to_model_space(images01(batch), st, hp)
+    x01 = images01(batch)
+    if hp.encoder_flip:
+      # Before the mean image is subtracted: the flip is of the photograph.
+      x01 = random_flip(rng.stream(rng.step_key(root_key, st.step),
+                                   rng.ENCODER_FLIP), x01)
+    x = to_model_space(x01, st, hp)
 
     def loss_fn(params):
       logits = models.encoder.apply({'params': params}, x)

@@ -46,6 +46,11 @@ _RESUMABLE_CHANGES = ('data.data_dir', 'data.manual_dir',
                       'optim.skip_nonfinite_updates')
 
 
+# Keys added to the config after runs existed, with the value that does what
+# those runs did: a config.json without the key resumes under that value.
+_ADDED_KEYS = {'encoder.random_flip': False}
+
+
 # Beside config.json: which training examples the run uses (`data_record`).
 DATA_RECORD = 'data.json'
 
@@ -93,6 +98,9 @@ def check_workdir_config(config: ml_collections.ConfigDict, workdir: str,
           f'--workdir')
   if checkpoint_step is not None and path.exists():
     old = json.loads(path.read_text())
+    for key, value in _ADDED_KEYS.items():
+      section, name = key.split('.')
+      old.setdefault(section, {}).setdefault(name, value)
     diffs = [k for k in _flat_diff(old, new)
              if not any(k == p or k.startswith(p) for p in _RESUMABLE_CHANGES)]
     if diffs:

@@ -48,6 +48,14 @@ def test_judge_learns_caches_and_is_not_the_encoder(tmp_path):
   _, probs_longer = longer(test['image'])
   assert not np.allclose(probs_longer, probs, rtol=1e-6)
   assert json.loads((tmp_path / judge.RECIPE_FILE).read_text())['steps'] == 90
+  # E's settings and the examples (not only their number) are in the recipe.
+  flipped = helpers.load_config('mnist')
+  flipped.data.batch_size = 16
+  flipped.encoder.random_flip = True
+  reordered = {k: v[::-1] for k, v in train.items()}
+  for c, data in ((flipped, train), (config, reordered)):
+    assert judge.Judge(c, mesh, data, cache_dir=str(tmp_path), num_steps=90,
+                       batch_size=48).recipe != longer.recipe
   # Its initialisation differs from the run's encoder (another seed).
   _, st = helpers.build(config)
   fresh = first._fresh_state()

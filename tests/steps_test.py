@@ -106,6 +106,33 @@ def test_encoder_step_changes_only_the_encoder(tiny):
   assert int(new.step) == int(st.step) + 1
 
 
+def test_random_flip_mirrors_whole_images_about_half_of_them():
+  x = np.arange(64 * 3 * 4 * 2, dtype=np.float32).reshape(64, 3, 4, 2)
+  y = np.asarray(steps.random_flip(jax.random.key(3), x))
+  mirrored = [np.array_equal(y[i], x[i, :, ::-1]) for i in range(64)]
+  kept = [np.array_equal(y[i], x[i]) for i in range(64)]
+  assert all(m != k for m, k in zip(mirrored, kept))
+  assert 16 < sum(mirrored) < 48
+  np.testing.assert_array_equal(
+      steps.random_flip(jax.random.key(3), x), y)
+
+
+def test_encoder_flip_only_mirrors_the_images(tiny):
+  """On left-right symmetric images the flipping step is the plain one;
+  on the others it trains on other inputs."""
+  _, models, st, hp, batch = tiny
+  plain = jax.jit(steps.make_encoder_step(models, hp))
+  flipping = jax.jit(steps.make_encoder_step(
+      models, dataclasses.replace(hp, encoder_flip=True)))
+  key = jax.random.key(0)
+  symmetric = dict(batch, image=np.maximum(batch['image'],
+                                           batch['image'][:, :, ::-1]))
+  assert helpers.tree_equal(plain(st, symmetric, key)[0].encoder.params,
+                            flipping(st, symmetric, key)[0].encoder.params)
+  assert not helpers.tree_equal(plain(st, batch, key)[0].encoder.params,
+                                flipping(st, batch, key)[0].encoder.params)
+
+
 def test_joint_step_changes_every_stack_but_not_the_encoder(tiny):
   _, models, st, hp, batch = tiny
   new, metrics = jax.jit(steps.make_joint_step(models, hp))(

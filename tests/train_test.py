@@ -103,6 +103,17 @@ def test_resume_may_not_move_the_steps_already_taken(tmp_path):
   shorter.schedule.stack_steps = (4, 2)
   with pytest.raises(train.ConfigMismatchError, match='past the end'):
     train.check_workdir_config(shorter, str(tmp_path), 10)
+  # A config.json from before encoder.random_flip existed resumes with it
+  # off, as that run trained, and only then.
+  saved = json.loads((tmp_path / 'config.json').read_text())
+  del saved['encoder']['random_flip']
+  (tmp_path / 'config.json').write_text(json.dumps(saved))
+  train.check_workdir_config(_tiny(), str(tmp_path), 6)
+  (tmp_path / 'config.json').write_text(json.dumps(saved))
+  flipping = _tiny()
+  flipping.encoder.random_flip = True
+  with pytest.raises(train.ConfigMismatchError, match='random_flip'):
+    train.check_workdir_config(flipping, str(tmp_path), 6)
   # The rest of `schedule` is the algorithm, not its length.
   for key, value in (('g_steps', 2), ('g_steps_by_d_loss', True),
                      ('reset_optimizers_for_joint', False)):
