@@ -14,13 +14,26 @@ DATA_AXIS = 'data'
 
 
 def make_mesh(devices: list[jax.Device] | None = None) -> Mesh:
-  """A 1-D mesh named 'data' over `devices` (default: all devices).
+  """A 1-D mesh named 'data' over `devices` (default: all devices, grouped
+  by process, see `process_major`).
 
   Axis type Auto: only the batch is sharded and GSPMD propagation places
   everything else, so no array needs an explicit sharding annotation.
   """
-  devices = jax.devices() if devices is None else devices
+  devices = process_major(jax.devices()) if devices is None else devices
   return Mesh(np.asarray(devices), (DATA_AXIS,), axis_types=(AxisType.Auto,))
+
+
+def process_major(devices: list[jax.Device]) -> list[jax.Device]:
+  """`devices` ordered by (process, id).
+
+  Process p feeds rows [p B/P, (p+1) B/P) of each global batch
+  (`input_pipeline.BatchSampler`), and `shard_batch` puts a process's rows
+  on its own devices in mesh order: with the mesh grouped by process those
+  rows are the global batch's rows in place, as in a one-process run,
+  whatever order the platform lists its devices in.
+  """
+  return sorted(devices, key=lambda d: (d.process_index, d.id))
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
