@@ -124,6 +124,19 @@ def tiny(c: ml_collections.ConfigDict) -> None:
     c.log.bn_calibration_num = 32
 
 
+# Keys added to the schema after runs existed, with the value that does what
+# those runs did: a saved config.json without the key reads as that value.
+ADDED_KEYS = {'encoder.random_flip': False}
+
+
+def with_added_keys(saved: dict) -> dict:
+  """A saved config (config.json, parsed) with `ADDED_KEYS` filled in."""
+  for key, value in ADDED_KEYS.items():
+    section, name = key.split('.')
+    saved.setdefault(section, {}).setdefault(name, value)
+  return saved
+
+
 def set_levels(c: ml_collections.ConfigDict, levels: tuple[str, ...]) -> None:
   """Rebuilds the stack list for other encoder levels (see `model.levels`).
 

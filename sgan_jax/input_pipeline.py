@@ -189,18 +189,18 @@ def load_split(
     )
 
   start = time.perf_counter()
-  npz = (os.path.join(manual_dir, NPZ_SPLIT_FILE.format(split=split))
-         if manual_dir is not None else None)
-  prepared = [s for s in _SPLITS if manual_dir is not None and os.path.exists(
-      os.path.join(manual_dir, NPZ_SPLIT_FILE.format(split=s)))]
-  if npz is not None and os.path.exists(npz):
-    arrays, source = _load_npz(npz, max_examples)
+  npz = {s: os.path.join(manual_dir, NPZ_SPLIT_FILE.format(split=s))
+         for s in _SPLITS} if manual_dir is not None else {}
+  prepared = [s for s, path in npz.items() if os.path.exists(path)]
+  if split in prepared:
+    arrays, source = _load_npz(npz[split], max_examples)
   elif prepared:
     # Never train on one source and test on another.
     raise DataError(
         f'{manual_dir} holds prepared arrays for the '
-        f'{", ".join(prepared)} split but no {os.path.basename(npz)}; add '
-        f'it, or remove the .npz files to read the original archives')
+        f'{", ".join(prepared)} split but no '
+        f'{os.path.basename(npz[split])}; add it, or remove the .npz files '
+        f'to read the original archives')
   elif tf is None:
     raise DataError(
         f'tensorflow/tensorflow-datasets are not installed, so {name} can only'

@@ -17,8 +17,8 @@ import jax
 import ml_collections
 import numpy as np
 
-from sgan_jax import atomic_file
 from sgan_jax import architectures
+from sgan_jax import atomic_file
 from sgan_jax import evaluation
 from sgan_jax import input_pipeline
 from sgan_jax import sharding

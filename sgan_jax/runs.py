@@ -13,6 +13,7 @@ import numpy as np
 
 from sgan_jax import architectures
 from sgan_jax import checkpointing
+from sgan_jax import config_base
 from sgan_jax import input_pipeline
 from sgan_jax import models as models_lib
 from sgan_jax import sharding
@@ -25,7 +26,7 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
   if not path.exists():
     raise FileNotFoundError(f'{path} not found: is {workdir} the --workdir '
                             'of a training run?')
-  raw = json.loads(path.read_text())
+  raw = config_base.with_added_keys(json.loads(path.read_text()))
   # JSON turns the list of per-stack ConfigDicts into plain dicts.
   raw['stacks'] = [ml_collections.ConfigDict(s) for s in raw['stacks']]
   return ml_collections.ConfigDict(raw)

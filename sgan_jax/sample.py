@@ -115,7 +115,6 @@ def main(argv):
     # np.savez appends .npz to a name without it; report the real name.
     out = (_OUT.value if _OUT.value.endswith('.npz')
            else f'{_OUT.value}.npz')
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     images = draw(labels)
     with atomic_file.open_for_write(out, binary=True) as f:
       np.savez(f, images=images, labels=labels)

@@ -64,7 +64,7 @@ class StepConfig:
         pixel_scale=pixel_scale(config.data.image_range),
         g_steps=int(config.schedule.g_steps),
         g_steps_by_d_loss=config.schedule.g_steps_by_d_loss,
-        encoder_flip=bool(config.encoder.get('random_flip', False)))
+        encoder_flip=config.encoder.random_flip)
 
 
 IMAGE_RANGES = ('unit', 'symmetric', 'mean_subtracted')

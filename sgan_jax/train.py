@@ -22,9 +22,10 @@ from etils import epath
 import ml_collections
 import numpy as np
 
-from sgan_jax import atomic_file
 from sgan_jax import architectures
+from sgan_jax import atomic_file
 from sgan_jax import checkpointing
+from sgan_jax import config_base
 from sgan_jax import evaluation
 from sgan_jax import input_pipeline
 from sgan_jax import jitted
@@ -44,11 +45,6 @@ _RESUMABLE_CHANGES = ('data.data_dir', 'data.manual_dir',
                       'schedule.encoder_steps', 'schedule.stack_steps',
                       'schedule.joint_steps', 'log.',
                       'optim.skip_nonfinite_updates')
-
-
-# Keys added to the config after runs existed, with the value that does what
-# those runs did: a config.json without the key resumes under that value.
-_ADDED_KEYS = {'encoder.random_flip': False}
 
 
 # Beside config.json: which training examples the run uses (`data_record`).
@@ -97,10 +93,7 @@ def check_workdir_config(config: ml_collections.ConfigDict, workdir: str,
           f'or order); resume with the same data source or use a new '
           f'--workdir')
   if checkpoint_step is not None and path.exists():
-    old = json.loads(path.read_text())
-    for key, value in _ADDED_KEYS.items():
-      section, name = key.split('.')
-      old.setdefault(section, {}).setdefault(name, value)
+    old = config_base.with_added_keys(json.loads(path.read_text()))
     diffs = [k for k in _flat_diff(old, new)
              if not any(k == p or k.startswith(p) for p in _RESUMABLE_CHANGES)]
     if diffs:
