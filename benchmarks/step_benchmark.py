@@ -47,8 +47,8 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from sgan_jax import architectures  # pylint: disable=g-import-not-at-top
+from sgan_jax import batching
 from sgan_jax import host_memory
-from sgan_jax import input_pipeline
 from sgan_jax import jitted
 from sgan_jax import rng
 from sgan_jax import sampling
@@ -259,11 +259,11 @@ def main(argv):
                                           *shape), dtype=np.uint8),
             'label': r.integers(0, 10, _TRAIN_SIZES[config.data.name],
                                 dtype=np.int32)}
-  sampler = input_pipeline.BatchSampler(arrays, b, seed=0)
+  sampler = batching.BatchSampler(arrays, b, seed=0)
   n_batches = 200
 
   def consume():
-    for _, local in input_pipeline.iterate_batches(sampler, 0, n_batches):
+    for _, local in batching.iterate_batches(sampler, 0, n_batches):
       jax.block_until_ready(sharding.shard_batch(local, mesh))
 
   emit('input_batches_per_s', n_batches / time_fn(consume, 3), 'batches/s',

@@ -46,8 +46,8 @@ from ml_collections import config_flags
 from sgan_jax import atomic_file
 from sgan_jax import cli
 from sgan_jax import config_base
+from sgan_jax import datasets
 from sgan_jax import evaluation
-from sgan_jax import input_pipeline
 from sgan_jax import sampling
 from sgan_jax import schedule as schedule_lib
 from sgan_jax import train
@@ -239,7 +239,7 @@ def main(argv):
     for name in names:
       variant_config(_CONFIG.value, name, seeds[0])  # Fails fast on a typo.
     # Checked before the first run trains, not when it is evaluated.
-    num_classes, _ = input_pipeline.dataset_info(_CONFIG.value.data.name)
+    num_classes, _ = datasets.dataset_info(_CONFIG.value.data.name)
     try:
       sampling.balanced_labels(_NUM.value, num_classes)
     except ValueError as e:

@@ -9,8 +9,8 @@ from absl import flags
 from jax.experimental.compilation_cache import compilation_cache
 
 from sgan_jax import checkpointing
+from sgan_jax import datasets
 from sgan_jax import host_memory
-from sgan_jax import input_pipeline
 from sgan_jax import xla_cpu_flags
 
 _KEEP_FREED_MEMORY = flags.DEFINE_bool(
@@ -37,7 +37,7 @@ _COMPILATION_CACHE_DIR = flags.DEFINE_string(
 
 # Errors that mean "bad input" (or a diverged run).
 USER_ERRORS = (ValueError, FileNotFoundError, FloatingPointError,
-               NotImplementedError, input_pipeline.DataError,
+               NotImplementedError, datasets.DataError,
                checkpointing.RestoreError)
 
 

@@ -56,6 +56,7 @@ import ml_collections
 import numpy as np
 
 from sgan_jax import atomic_file
+from sgan_jax import datasets
 from sgan_jax import input_pipeline
 from sgan_jax import jitted
 from sgan_jax import models as models_lib
@@ -507,7 +508,7 @@ def make_evaluator(models: models_lib.Models,
 
   Raises:
     ValueError: `num` is not a positive multiple of the classes.
-    input_pipeline.DataError: the data cannot be loaded.
+    datasets.DataError: the data cannot be loaded.
     NotImplementedError: more than one JAX process.
   """
   return Evaluator(models, config, mesh, num=num, batch_size=batch_size,
@@ -576,7 +577,7 @@ def evaluate_workdir(workdir: str, num: int = 10000, *,
   """
   # Cheap checks first: a typo should fail before a checkpoint is restored.
   config = runs.load_config(workdir)
-  num_classes, _ = input_pipeline.dataset_info(config.data.name)
+  num_classes, _ = datasets.dataset_info(config.data.name)
   sampling.balanced_labels(num, num_classes)
   if batch_size <= 0:
     raise ValueError(f'--batch_size must be positive, got {batch_size}')

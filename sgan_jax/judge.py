@@ -19,6 +19,8 @@ import numpy as np
 
 from sgan_jax import architectures
 from sgan_jax import atomic_file
+from sgan_jax import batching
+from sgan_jax import datasets
 from sgan_jax import evaluation
 from sgan_jax import input_pipeline
 from sgan_jax import sharding
@@ -51,7 +53,7 @@ class Judge:
   def __init__(self, config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
                train_arrays: dict[str, np.ndarray], cache_dir: str | None,
                num_steps: int | None = None, batch_size: int = 1000):
-    num_classes, shape = input_pipeline.dataset_info(config.data.name)
+    num_classes, shape = datasets.dataset_info(config.data.name)
     self._models = architectures.build_models(config, num_classes, shape)
     self._config = config
     self._mesh = mesh
@@ -80,11 +82,11 @@ class Judge:
     hp = steps.StepConfig.from_config(self._config)
     step = jax.jit(steps.make_encoder_step(self._models, hp),
                    donate_argnums=0)
-    sampler = input_pipeline.BatchSampler(
+    sampler = batching.BatchSampler(
         self._train, self._config.data.batch_size,
         seed=self._config.seed + _SEED_OFFSET)
     root = jax.random.key(0)
-    for s, local in input_pipeline.iterate_batches(sampler, 0, self._steps):
+    for s, local in batching.iterate_batches(sampler, 0, self._steps):
       st, metrics = step(st, sharding.shard_batch(local, self._mesh), root)
       if (s + 1) % 1000 == 0:
         logging.info('judge step %d/%d: loss %.4f', s + 1, self._steps,

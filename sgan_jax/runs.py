@@ -14,7 +14,7 @@ import numpy as np
 from sgan_jax import architectures
 from sgan_jax import checkpointing
 from sgan_jax import config_base
-from sgan_jax import input_pipeline
+from sgan_jax import datasets
 from sgan_jax import models as models_lib
 from sgan_jax import sharding
 from sgan_jax import state as state_lib
@@ -38,7 +38,7 @@ def restore_latest(workdir: str) -> tuple[models_lib.Models,
                                           ml_collections.ConfigDict]:
   """(models, state, mesh, config) of a run's latest readable checkpoint."""
   config = load_config(workdir)
-  num_classes, image_shape = input_pipeline.dataset_info(config.data.name)
+  num_classes, image_shape = datasets.dataset_info(config.data.name)
   models = architectures.build_models(config, num_classes, image_shape)
   mesh = sharding.make_mesh()
   repl = sharding.replicated(mesh)

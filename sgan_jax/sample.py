@@ -29,6 +29,7 @@ import numpy as np
 
 from sgan_jax import atomic_file
 from sgan_jax import cli
+from sgan_jax import datasets
 from sgan_jax import evaluation
 from sgan_jax import figures
 from sgan_jax import input_pipeline
@@ -86,7 +87,7 @@ def main(argv):
   try:
     _check_flags()
     config = runs.load_config(_WORKDIR.value)
-    num_classes, _ = input_pipeline.dataset_info(config.data.name)
+    num_classes, _ = datasets.dataset_info(config.data.name)
     if _OUT.value:
       labels = sampling.balanced_labels(_NUM.value, num_classes)
     models, st, mesh, config = runs.restore_latest(_WORKDIR.value)

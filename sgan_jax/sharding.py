@@ -28,7 +28,7 @@ def process_major(devices: list[jax.Device]) -> list[jax.Device]:
   """`devices` ordered by (process, id).
 
   Process p feeds rows [p B/P, (p+1) B/P) of each global batch
-  (`input_pipeline.BatchSampler`), and `shard_batch` puts a process's rows
+  (`batching.BatchSampler`), and `shard_batch` puts a process's rows
   on its own devices in mesh order: with the mesh grouped by process those
   rows are the global batch's rows in place, as in a one-process run,
   whatever order the platform lists its devices in.
@@ -61,7 +61,7 @@ def shard_batch(local_batch: dict[str, np.ndarray], mesh: Mesh
   """Host arrays of this process's slice -> global arrays sharded on 'data'.
 
   Each process passes its own contiguous slice of the global batch (see
-  `input_pipeline.BatchSampler.local_batch`).
+  `batching.BatchSampler.local_batch`).
   """
   sharding = batch_sharding(mesh)
   return {k: jax.make_array_from_process_local_data(sharding, v)

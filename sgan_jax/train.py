@@ -24,8 +24,10 @@ import numpy as np
 
 from sgan_jax import architectures
 from sgan_jax import atomic_file
+from sgan_jax import batching
 from sgan_jax import checkpointing
 from sgan_jax import config_base
+from sgan_jax import datasets
 from sgan_jax import evaluation
 from sgan_jax import input_pipeline
 from sgan_jax import jitted
@@ -166,7 +168,7 @@ def setup(config: ml_collections.ConfigDict, workdir: str):
   mesh = sharding.make_mesh()
   sharding.check_batch_size(config.data.batch_size, mesh)
   architectures.check_config(config)
-  num_classes, _ = input_pipeline.dataset_info(config.data.name)
+  num_classes, _ = datasets.dataset_info(config.data.name)
   check_log_config(config.log, num_classes)
   arrays, info = input_pipeline.load_split(config.data, 'train')
   logging.info('data: %s train split, %d examples %s from %s', info.name,
@@ -174,7 +176,7 @@ def setup(config: ml_collections.ConfigDict, workdir: str):
   models = architectures.build_models(config, info.num_classes,
                                       info.image_shape)
   # Checks the batch size and seed against the data.
-  sampler = input_pipeline.BatchSampler(
+  sampler = batching.BatchSampler(
       arrays, config.data.batch_size, seed=config.seed,
       process_index=jax.process_index(), process_count=jax.process_count())
   ckpt = checkpointing.Checkpointer(workdir, keep=config.log.keep)
@@ -274,7 +276,7 @@ def _run(config, workdir, phases, models, mesh, compiled, ckpt, st, arrays,
   end = total if stop_after is None else min(total, max(stop_after, start))
   step_fns = _compile_phase_steps(config, phases, start, end, compiled, mesh,
                                   st, arrays, root)
-  batches = input_pipeline.iterate_batches(sampler, start, end - start)
+  batches = batching.iterate_batches(sampler, start, end - start)
   for step, local_batch in batches:
     phase = schedule_lib.phase_at(phases, step)
     if (step == phase.start and phase.name == 'joint'

@@ -12,6 +12,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 import helpers
+from sgan_jax import datasets
 from sgan_jax import input_pipeline
 from sgan_jax import train
 
@@ -176,7 +177,7 @@ def test_a_missing_test_split_is_found_before_the_encoder_trains(tmp_path):
            image=r.integers(0, 256, (64, 28, 28, 1), np.uint8),
            label=(np.arange(64) % 10).astype(np.int32))
   config.data.manual_dir = str(data)   # no test.npz beside it
-  with pytest.raises(input_pipeline.DataError, match='no test.npz'):
+  with pytest.raises(datasets.DataError, match='no test.npz'):
     train.train_and_evaluate(config, str(tmp_path / 'w'))
   # Refused before anything is written: not even checkpoints/.
   assert not (tmp_path / 'w').exists()
