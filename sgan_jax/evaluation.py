@@ -59,6 +59,7 @@ from sgan_jax import atomic_file
 from sgan_jax import datasets
 from sgan_jax import input_pipeline
 from sgan_jax import jitted
+from sgan_jax import metric_math
 from sgan_jax import models as models_lib
 from sgan_jax import rng
 from sgan_jax import runs
@@ -81,156 +82,6 @@ INCEPTION_NOTE = (
     'Inception IS/FID not computed: pass --inception_weights (the FID '
     'InceptionV3, converted once with python -m sgan_jax.convert_inception; '
     'see sgan_jax/inception.py)')
-
-# Rows per block of the pairwise-distance matrix: bounds memory at about
-# _PAIR_BLOCK * N * 8 bytes whatever the class size.
-_PAIR_BLOCK = 1024
-
-
-# ---------------------------------------------------------------------------
-# Pure metric math (numpy, float64).
-# ---------------------------------------------------------------------------
-
-
-def inception_score(probs: np.ndarray, splits: int = 10
-                    ) -> tuple[float, float]:
-  """exp(E_x KL(p(y|x) || p(y))), over `splits` chunks: (mean, std).
-
-  The standard protocol (Salimans et al. 2016): p(y) is the marginal of each
-  chunk, and the spread over chunks is the reported uncertainty.
-
-  Args:
-    probs: (N, K) class probabilities, rows summing to 1.
-    splits: number of contiguous chunks; at most N.
-
-  Returns:
-    (mean, std) of the per-chunk scores; 1 for uninformative predictions, K
-    for confident predictions spread evenly over K classes.
-  """
-  probs = np.asarray(probs, np.float64)
-  if probs.ndim != 2 or not 1 <= splits <= len(probs):
-    raise ValueError(f'inception_score needs (N, K) probabilities with N >= '
-                     f'splits={splits}, got shape {probs.shape}')
-  scores = []
-  for part in np.array_split(probs, splits):
-    marginal = part.mean(axis=0, keepdims=True)
-    # 0 * log 0 = 0: confident predictions have exact zeros. Where p > 0 the
-    # marginal is > 0 too, so the guarded logs never see 0 where it matters.
-    tiny = np.finfo(np.float64).tiny
-    kl = np.where(part > 0, part * (np.log(np.maximum(part, tiny))
-                                    - np.log(np.maximum(marginal, tiny))),
-                  0.0).sum(axis=1)
-    scores.append(np.exp(kl.mean()))
-  return float(np.mean(scores)), float(np.std(scores))
-
-
-def gaussian_stats(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-  """(mean (F,), covariance (F, F)) of (N, ...) features, N - 1 normalised."""
-  x = _flat64(features)
-  if len(x) < 2:
-    raise ValueError(f'a Gaussian fit needs at least 2 examples, got {len(x)}')
-  return x.mean(axis=0), np.atleast_2d(np.cov(x, rowvar=False))
-
-
-def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray,
-                     sigma2: np.ndarray) -> float:
-  """||mu1 - mu2||^2 + tr(S1 + S2 - 2 (S1 S2)^(1/2)), the FID formula.
-
-  tr (S1 S2)^(1/2) is computed as tr (S1^(1/2) S2 S1^(1/2))^(1/2) (the same
-  eigenvalues): that matrix is symmetric PSD, so `eigh` gives it stably even
-  for the singular covariances of fewer examples than dimensions, where
-  scipy's sqrtm of the non-symmetric S1 S2 returns complex round-off.
-
-  Args:
-    mu1: (F,) mean of the first Gaussian.
-    sigma1: (F, F) its covariance.
-    mu2: (F,) mean of the second Gaussian.
-    sigma2: (F, F) its covariance.
-
-  Returns:
-    The squared Frechet (2-Wasserstein) distance, >= 0.
-  """
-  mu1, mu2 = np.asarray(mu1, np.float64), np.asarray(mu2, np.float64)
-  sigma1 = np.atleast_2d(np.asarray(sigma1, np.float64))
-  sigma2 = np.atleast_2d(np.asarray(sigma2, np.float64))
-  if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape or (
-      sigma1.shape != (mu1.size, mu1.size)):
-    raise ValueError(f'mismatched Gaussians: means {mu1.shape} {mu2.shape}, '
-                     f'covariances {sigma1.shape} {sigma2.shape}')
-  root1 = _psd_sqrt(sigma1)
-  middle = root1 @ sigma2 @ root1
-  eig = np.linalg.eigvalsh((middle + middle.T) / 2)
-  tr_cross = np.sqrt(np.clip(eig, 0.0, None)).sum()
-  d = (np.sum((mu1 - mu2) ** 2) + np.trace(sigma1) + np.trace(sigma2)
-       - 2.0 * tr_cross)
-  # Exact arithmetic gives d >= 0; only round-off goes below.
-  return float(max(d, 0.0))
-
-
-def fid_from_features(a: np.ndarray, b: np.ndarray) -> float:
-  """Frechet distance between Gaussian fits of two (N, ...) feature sets."""
-  return frechet_distance(*gaussian_stats(a), *gaussian_stats(b))
-
-
-def mean_pairwise_distance(features: np.ndarray) -> float:
-  """Mean L2 distance over all pairs i < j of (N, ...) features (N >= 2)."""
-  x = _flat64(features)
-  n = len(x)
-  if n < 2:
-    raise ValueError(f'pairwise distances need at least 2 examples, got {n}')
-  # Distances do not change under translation; centering first keeps the
-  # |a|^2 + |b|^2 - 2ab expansion accurate and makes identical rows exactly 0.
-  x = x - x.mean(axis=0)
-  sq = np.einsum('ij,ij->i', x, x)
-  total = 0.0
-  for s in range(0, n, _PAIR_BLOCK):
-    block = x[s:s + _PAIR_BLOCK]
-    d2 = sq[s:s + _PAIR_BLOCK, None] + sq[None, :] - 2.0 * block @ x.T
-    # The diagonal (i == i) is round-off; zero it rather than trust it.
-    rows = np.arange(len(block))
-    d2[rows, s + rows] = 0.0
-    total += np.sqrt(np.clip(d2, 0.0, None)).sum()
-  return float(total / (n * (n - 1)))
-
-
-def class_diversity(features: np.ndarray, labels: np.ndarray) -> float:
-  """`mean_pairwise_distance` within each class, averaged over classes.
-
-  Classes with fewer than 2 examples have no pairs and are skipped; NaN if
-  no class has 2.
-
-  Args:
-    features: (N, ...) features (cast to float64 one class at a time, so a
-      uint8 image array is fine).
-    labels: (N,) int class of each example.
-
-  Returns:
-    The unweighted mean over classes.
-  """
-  labels = np.asarray(labels)
-  if len(labels) != len(features):
-    raise ValueError(f'{len(features)} features but {len(labels)} labels')
-  per_class = [mean_pairwise_distance(features[labels == c])
-               for c in np.unique(labels) if np.sum(labels == c) >= 2]
-  return float(np.mean(per_class)) if per_class else float('nan')
-
-
-def _flat64(features: np.ndarray) -> np.ndarray:
-  x = np.asarray(features, np.float64)
-  return x.reshape(len(x), -1)
-
-
-def _psd_sqrt(sigma: np.ndarray) -> np.ndarray:
-  eig, vec = np.linalg.eigh((sigma + sigma.T) / 2)
-  return (vec * np.sqrt(np.clip(eig, 0.0, None))) @ vec.T
-
-
-def _accuracy(probs: np.ndarray, labels: np.ndarray) -> float:
-  return float(np.mean(np.argmax(probs, -1) == labels))
-
-
-def _ratio(a: float, b: float) -> float:
-  return a / b if b > 0 else float('nan')
 
 
 # ---------------------------------------------------------------------------
@@ -387,67 +238,63 @@ class Evaluator:
     images, labels = self._test['image'], self._test['label']
     fc3, probs = self._encode(st, images)
     floor_fc3, _ = self._encode(st, self._train_images)
-    self._real_stats = {'fc3': gaussian_stats(fc3)}
-    real_is, real_is_std = inception_score(probs, min(self.splits,
-                                                      len(labels)))
+    self._real_stats = {'fc3': metric_math.gaussian_stats(fc3)}
+    splits = min(self.splits, len(labels))
+    real_is, real_is_std = metric_math.inception_score(probs, splits)
     real = {
-        'real_cond_acc': float(np.mean(np.argmax(probs, -1) == labels)),
+        'real_cond_acc': metric_math.accuracy(probs, labels),
         'real_e_is': real_is,
         'real_e_is_std': real_is_std,
-        'real_e_fid': frechet_distance(*gaussian_stats(floor_fc3),
-                                       *self._real_stats['fc3']),
-        'real_diversity_fc3': class_diversity(fc3, labels),
-        'real_diversity_pixel': class_diversity(images, labels) / 255.0,
+        'real_e_fid': _fid(floor_fc3, self._real_stats['fc3']),
+        'real_diversity_fc3': metric_math.class_diversity(fc3, labels),
+        'real_diversity_pixel': (
+            metric_math.class_diversity(images, labels) / 255.0),
     }
     if self._judge_fn is not None:
       feats, judge_probs = self._judge(images)
       floor_feats, _ = self._judge(self._train_images)
-      self._real_stats['judge'] = gaussian_stats(feats)
-      real['real_judge_cond_acc'] = _accuracy(judge_probs, labels)
-      real['real_judge_fid'] = frechet_distance(*gaussian_stats(floor_feats),
-                                                *self._real_stats['judge'])
-      real['real_diversity_judge'] = class_diversity(feats, labels)
+      self._real_stats['judge'] = metric_math.gaussian_stats(feats)
+      real['real_judge_cond_acc'] = metric_math.accuracy(judge_probs, labels)
+      real['real_judge_fid'] = _fid(floor_feats, self._real_stats['judge'])
+      real['real_diversity_judge'] = metric_math.class_diversity(feats,
+                                                                 labels)
     if self._inception_fn is not None:
       pool, inception_probs = self._inception(images)
       floor_pool, _ = self._inception(self._train_images)
-      self._real_stats['pool'] = gaussian_stats(pool)
+      self._real_stats['pool'] = metric_math.gaussian_stats(pool)
       real['real_inception_is'], real['real_inception_is_std'] = (
-          inception_score(inception_probs, min(self.splits, len(labels))))
-      real['real_inception_fid'] = frechet_distance(
-          *gaussian_stats(floor_pool), *self._real_stats['pool'])
+          metric_math.inception_score(inception_probs, splits))
+      real['real_inception_fid'] = _fid(floor_pool, self._real_stats['pool'])
     self._real, self._real_fingerprint = real, fingerprint
     return real
 
   def _scores(self, st, images: np.ndarray, labels: np.ndarray) -> Metrics:
     fc3, probs = self._encode(st, images)
-    e_is, e_is_std = inception_score(probs, self.splits)
+    e_is, e_is_std = metric_math.inception_score(probs, self.splits)
     out = {
-        'cond_acc': float(np.mean(np.argmax(probs, -1) == labels)),
+        'cond_acc': metric_math.accuracy(probs, labels),
         'e_is': e_is,
         'e_is_std': e_is_std,
-        'e_fid': frechet_distance(*gaussian_stats(fc3),
-                                  *self._real_stats['fc3']),
-        'diversity_fc3': class_diversity(fc3, labels),
-        'diversity_pixel': class_diversity(images, labels) / 255.0,
+        'e_fid': _fid(fc3, self._real_stats['fc3']),
+        'diversity_fc3': metric_math.class_diversity(fc3, labels),
+        'diversity_pixel': metric_math.class_diversity(images, labels) / 255.0,
     }
-    out['diversity_ratio'] = _ratio(out['diversity_fc3'],
-                                    self._real['real_diversity_fc3'])
-    out['diversity_ratio_pixel'] = _ratio(out['diversity_pixel'],
-                                          self._real['real_diversity_pixel'])
+    out['diversity_ratio'] = metric_math.ratio(
+        out['diversity_fc3'], self._real['real_diversity_fc3'])
+    out['diversity_ratio_pixel'] = metric_math.ratio(
+        out['diversity_pixel'], self._real['real_diversity_pixel'])
     if self._judge_fn is not None:
       feats, judge_probs = self._judge(images)
-      out['judge_cond_acc'] = _accuracy(judge_probs, labels)
-      out['judge_fid'] = frechet_distance(*gaussian_stats(feats),
-                                          *self._real_stats['judge'])
-      out['diversity_judge'] = class_diversity(feats, labels)
-      out['diversity_ratio_judge'] = _ratio(
+      out['judge_cond_acc'] = metric_math.accuracy(judge_probs, labels)
+      out['judge_fid'] = _fid(feats, self._real_stats['judge'])
+      out['diversity_judge'] = metric_math.class_diversity(feats, labels)
+      out['diversity_ratio_judge'] = metric_math.ratio(
           out['diversity_judge'], self._real['real_diversity_judge'])
     if self._inception_fn is not None:
       pool, inception_probs = self._inception(images)
-      out['inception_is'], out['inception_is_std'] = inception_score(
-          inception_probs, self.splits)
-      out['inception_fid'] = frechet_distance(*gaussian_stats(pool),
-                                              *self._real_stats['pool'])
+      out['inception_is'], out['inception_is_std'] = (
+          metric_math.inception_score(inception_probs, self.splits))
+      out['inception_fid'] = _fid(pool, self._real_stats['pool'])
     return out
 
   def _encode(self, st, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -459,6 +306,13 @@ class Evaluator:
 
   def _judge(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return _batched(self._judge_fn, images, self._batch)
+
+
+def _fid(features: np.ndarray,
+         reference: tuple[np.ndarray, np.ndarray]) -> float:
+  """Frechet distance of a Gaussian fit of `features` to cached (mu, sigma)."""
+  return metric_math.frechet_distance(*metric_math.gaussian_stats(features),
+                                      *reference)
 
 
 def _batched(feature_fn: FeatureFn, images: np.ndarray,
