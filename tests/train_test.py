@@ -14,6 +14,7 @@ import tensorflow_datasets as tfds
 import helpers
 from sgan_jax import datasets
 from sgan_jax import input_pipeline
+from sgan_jax import resume_checks
 from sgan_jax import train
 
 
@@ -57,7 +58,7 @@ def test_workdir_of_another_config_is_refused(tmp_path):
   # Mock data here too: the data loads before the workdir check, and a
   # machine without a tfds cache must not try the network.
   with tfds.testing.mock_data(num_examples=64), \
-      pytest.raises(train.ConfigMismatchError, match='stacks'):
+      pytest.raises(resume_checks.ConfigMismatchError, match='stacks'):
     train.train_and_evaluate(other, str(tmp_path))
 
 
@@ -70,82 +71,6 @@ def test_model_config_errors_come_before_the_data(tmp_path):
   with pytest.raises(ValueError, match='z_dim must be positive'):
     train.train_and_evaluate(config, str(tmp_path / 'w'))
   assert not (tmp_path / 'w').exists()
-
-
-def test_config_json_without_checkpoints_is_replaced_not_enforced(tmp_path):
-  """A run that failed before its first save (found late, or crashed while
-  compiling) must not lock its workdir to the failed config."""
-  failed, fixed = _tiny(), _tiny()
-  failed.stacks[0].z_dim = 7
-  train.check_workdir_config(failed, str(tmp_path), checkpoint_step=None)
-  train.check_workdir_config(fixed, str(tmp_path), checkpoint_step=None)
-  saved = json.loads((tmp_path / 'config.json').read_text())
-  assert saved['stacks'][0]['z_dim'] == fixed.stacks[0].z_dim
-  with pytest.raises(train.ConfigMismatchError, match='stacks'):
-    train.check_workdir_config(failed, str(tmp_path), checkpoint_step=1)
-
-
-def test_resume_may_not_move_the_steps_already_taken(tmp_path):
-  config = _tiny()   # encoder 3, stack1 2, stack0 2, joint 2
-  train.check_workdir_config(config, str(tmp_path))
-  longer_encoder, longer_stack0 = _tiny(), _tiny()
-  longer_encoder.schedule.encoder_steps = 5
-  longer_stack0.schedule.stack_steps = (4, 2)
-  # At step 6 (inside stack0) the encoder and stack1 phases are done.
-  with pytest.raises(train.ConfigMismatchError, match='encoder'):
-    train.check_workdir_config(longer_encoder, str(tmp_path), 6)
-  # Refused: nothing was written.
-  saved = json.loads((tmp_path / 'config.json').read_text())
-  assert saved['schedule']['encoder_steps'] == 3
-  # The phase in progress may change; so may later ones.
-  train.check_workdir_config(longer_stack0, str(tmp_path), 6)
-  shorter = _tiny()
-  shorter.schedule.joint_steps = 0
-  shorter.schedule.stack_steps = (4, 2)
-  with pytest.raises(train.ConfigMismatchError, match='past the end'):
-    train.check_workdir_config(shorter, str(tmp_path), 10)
-  # A config.json from before encoder.random_flip existed resumes with it
-  # off, as that run trained, and only then.
-  saved = json.loads((tmp_path / 'config.json').read_text())
-  del saved['encoder']['random_flip']
-  (tmp_path / 'config.json').write_text(json.dumps(saved))
-  train.check_workdir_config(_tiny(), str(tmp_path), 6)
-  (tmp_path / 'config.json').write_text(json.dumps(saved))
-  flipping = _tiny()
-  flipping.encoder.random_flip = True
-  with pytest.raises(train.ConfigMismatchError, match='random_flip'):
-    train.check_workdir_config(flipping, str(tmp_path), 6)
-  # The rest of `schedule` is the algorithm, not its length.
-  for key, value in (('g_steps', 2), ('g_steps_by_d_loss', True),
-                     ('reset_optimizers_for_joint', False)):
-    other = _tiny()
-    other.schedule[key] = value
-    with pytest.raises(train.ConfigMismatchError, match=f'schedule.{key}'):
-      train.check_workdir_config(other, str(tmp_path), 6)
-
-
-def test_resume_refuses_other_training_data_but_not_another_path(tmp_path):
-  """data.manual_dir may move; another source (other pixels, other order)
-  would feed the resumed run other batches."""
-  config, workdir = _tiny(), str(tmp_path)
-  images = np.arange(4 * 28 * 28, dtype=np.uint8).reshape(4, 28, 28, 1)
-  arrays = {'image': images, 'label': np.arange(4, dtype=np.int32)}
-  first = train.data_record(arrays, 'tfds')
-  train.check_workdir_config(config, workdir, None, first)
-  # The same examples from elsewhere: accepted.
-  train.check_workdir_config(config, workdir, 3,
-                             train.data_record(dict(arrays), 'jpeg tars'))
-  reordered = {k: v[::-1] for k, v in arrays.items()}
-  with pytest.raises(train.ConfigMismatchError, match='other data'):
-    train.check_workdir_config(config, workdir, 3,
-                               train.data_record(reordered, 'jpeg tars'))
-  saved = json.loads((tmp_path / train.DATA_RECORD).read_text())
-  assert saved['train_fingerprint'] == first['train_fingerprint']
-  # Without a checkpoint nothing is enforced: the record is replaced.
-  train.check_workdir_config(config, workdir, None,
-                             train.data_record(reordered, 'jpeg tars'))
-  saved = json.loads((tmp_path / train.DATA_RECORD).read_text())
-  assert saved['train_source'] == 'jpeg tars'
 
 
 @pytest.mark.parametrize('key,value,message', [
