@@ -2,7 +2,7 @@
 
 The real-data tests read the offline copies in `shared/data` next to the
 checkout (see shared/data/PROVENANCE.md) and are skipped where it is absent.
-MNIST is prepared with tfds once per module (about 30 s on 2 cores).
+MNIST is built with tfds once per test run (conftest's `mnist_tfds_dir`).
 """
 
 import os
@@ -28,10 +28,6 @@ MNIST_TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851,
                       5949]
 MNIST_TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
 
-requires_mnist = pytest.mark.skipif(
-    not os.path.isfile(os.path.join(MNIST_DIR, 'train-images-idx3-ubyte.gz')),
-    reason=f'offline MNIST archives not found in {MNIST_DIR}',
-)
 requires_cifar10 = pytest.mark.skipif(
     not os.path.isfile(os.path.join(CIFAR10_DIR, 'cifar10_jpeg_test.tar')),
     reason=f'offline CIFAR-10 JPEG tars not found in {CIFAR10_DIR}',
@@ -137,14 +133,8 @@ def test_offline_download_fails_fast(tmp_path, monkeypatch):
 # Real MNIST from the official archives.
 
 
-@pytest.fixture(scope='module')
-def mnist_data_dir(tmp_path_factory):
-  return tmp_path_factory.mktemp('tfds')
-
-
-@requires_mnist
-def test_mnist_manual_dir(mnist_data_dir):
-  config = _config('mnist', data_dir=mnist_data_dir, manual_dir=MNIST_DIR)
+def test_mnist_manual_dir(mnist_tfds_dir):
+  config = _config('mnist', data_dir=mnist_tfds_dir, manual_dir=MNIST_DIR)
   train, info = input_pipeline.load_split(config, 'train')
   _check_arrays(train, info, 60000, (28, 28, 1))
   assert info.source == f'tfds (manual_dir={MNIST_DIR})'

@@ -144,13 +144,10 @@ def _cli(*args, timeout=600):
                         timeout=timeout, check=False)
 
 
-@pytest.mark.skipif(not os.path.isdir(os.path.join(helpers.SHARED_DATA,
-                                                   'mnist')),
-                    reason='shared/data/mnist not beside the checkout')
-def test_main_and_sample_cli_on_real_mnist(tmp_path):
-  workdir, data_dir = str(tmp_path / 'w'), str(tmp_path / 'tfds')
+def test_main_and_sample_cli_on_real_mnist(tmp_path, mnist_tfds_dir):
+  workdir = str(tmp_path / 'w')
   args = ['sgan_jax.main', '--config=configs/mnist.py:tiny',
-          f'--workdir={workdir}', f'--config.data.data_dir={data_dir}',
+          f'--workdir={workdir}', f'--config.data.data_dir={mnist_tfds_dir}',
           '--config.data.manual_dir=' + os.path.join(helpers.SHARED_DATA,
                                                      'mnist')]
   first = _cli(*args)
