@@ -101,11 +101,6 @@ def _env(tmp_path):
   return dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2')
 
 
-needs_mnist = pytest.mark.skipif(
-    not os.path.isdir(os.path.join(helpers.SHARED_DATA, 'mnist')),
-    reason='shared/data/mnist not beside the checkout')
-
-
 def _wait_for_checkpoint(proc, ckpt_dir, timeout=400):
   t = time.time()
   while time.time() - t < timeout:
@@ -118,9 +113,9 @@ def _wait_for_checkpoint(proc, ckpt_dir, timeout=400):
   raise AssertionError('no checkpoint appeared')
 
 
-@needs_mnist
-def test_sigkill_then_restart_equals_an_uninterrupted_run(tmp_path):
-  data = ['--config.data.data_dir=' + str(tmp_path / 'tfds'),
+def test_sigkill_then_restart_equals_an_uninterrupted_run(tmp_path,
+                                                         mnist_tfds_dir):
+  data = ['--config.data.data_dir=' + mnist_tfds_dir,
           '--config.log.ckpt_every=1']
   ref = subprocess.run(_main_cmd(tmp_path / 'ref', *data), cwd=helpers.REPO,
                        env=_env(tmp_path), capture_output=True, text=True,
@@ -149,12 +144,12 @@ def test_sigkill_then_restart_equals_an_uninterrupted_run(tmp_path):
     np.testing.assert_array_equal(leaf, leaves_again[path], err_msg=path)
 
 
-@needs_mnist
-def test_sigterm_saves_at_the_next_step_and_exits_zero(tmp_path):
+def test_sigterm_saves_at_the_next_step_and_exits_zero(tmp_path,
+                                                       mnist_tfds_dir):
   workdir = tmp_path / 'w'
   # Long enough that SIGTERM arrives mid-run.
   proc = subprocess.Popen(
-      _main_cmd(workdir, '--config.data.data_dir=' + str(tmp_path / 'tfds'),
+      _main_cmd(workdir, '--config.data.data_dir=' + mnist_tfds_dir,
                 '--config.schedule.joint_steps=100000'),
       cwd=helpers.REPO, env=_env(tmp_path), stderr=subprocess.PIPE,
       stdout=subprocess.DEVNULL, text=True)
