@@ -63,9 +63,9 @@ class Checkpointer:
         meta=ocp.args.JsonRestore()))
     return restored['state'], dict(restored['meta'])
 
-  def restore_latest_good(self, abstract_state: state_lib.SGANState,
-                          move_aside: bool = True
-                          ) -> tuple[state_lib.SGANState, dict[str, Any]] | None:
+  def restore_latest_good(
+      self, abstract_state: state_lib.SGANState, move_aside: bool = True
+  ) -> tuple[state_lib.SGANState, dict[str, Any]] | None:
     """Restores the newest checkpoint that reads back.
 
     A truncated or half-written checkpoint (a preempted copy, a full disk) is

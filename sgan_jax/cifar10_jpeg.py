@@ -18,16 +18,14 @@ import numpy as np
 
 from sgan_jax import atomic_file
 from sgan_jax import datasets
-from sgan_jax.tensorflow_cpu import tf
+from sgan_jax import tensorflow_cpu
 
 # CIFAR-10 JPEG tars: members are `<class>/NNNN.jpg`; label = index here.
 CLASSES = (
     'airplane', 'automobile', 'bird', 'cat', 'deer',
     'dog', 'frog', 'horse', 'ship', 'truck',
 )
-SOURCE = (
-    'cifar10 JPEG tars (lossy q75 re-encoding, not the original pixels)'
-)
+SOURCE = 'cifar10 JPEG tars (lossy q75 re-encoding, not the original pixels)'
 # Bump when the decoded content or layout of the .npz cache changes.
 _CACHE_VERSION = 1
 # Images per tf.data element when decoding; large enough to amortise the
@@ -171,6 +169,7 @@ def _decode_jpegs(blobs: list[bytes], tar_path: str) -> np.ndarray:
   Returns:
     The decoded images, in the order of `blobs`.
   """
+  tf = tensorflow_cpu.tf
   height, width, channels = datasets.DATASETS['cifar10'][1]
 
   def decode_chunk(chunk):
@@ -205,9 +204,8 @@ def _decode_jpegs(blobs: list[bytes], tar_path: str) -> np.ndarray:
   return images
 
 
-def _read_cache(
-    path: str, cache_key: np.ndarray
-) -> dict[str, np.ndarray] | None:
+def _read_cache(path: str,
+                cache_key: np.ndarray) -> dict[str, np.ndarray] | None:
   """The cached arrays, or None if absent, stale or unreadable."""
   if not os.path.isfile(path):
     return None

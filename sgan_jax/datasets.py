@@ -1,14 +1,19 @@
-"""The datasets SGAN trains on, and the error every data source raises.
+"""Dataset shapes, the error data sources raise, split fingerprints.
 
 Kept apart from the loaders (`input_pipeline`, `tfds_source`,
-`cifar10_jpeg`) so that code which only needs a dataset's shape, such as
-`sample` restoring a run, never reads data.
+`cifar10_jpeg`) and free of TensorFlow, so that code which only needs a
+dataset's shape or a split's digest (`sample` restoring a run, the resume
+checks) never imports a data source.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 import dataclasses
+import hashlib
 from typing import Any
+
+import numpy as np
 
 
 class DataError(ValueError):
@@ -73,9 +78,37 @@ def check_name(name: Any) -> None:
 
 
 def one_line(error: BaseException, limit: int = 200) -> str:
-  """`Type: first line of message`, short enough to embed in a DataError."""
+  """An exception as `Type: message` on one line, to embed in a DataError.
+
+  Args:
+    error: the exception.
+    limit: most characters of the message kept (the rest becomes '...').
+
+  Returns:
+    The type's name, and the message with its whitespace runs collapsed.
+  """
   text = ' '.join(str(error).split())
   if len(text) > limit:
     text = text[: limit - 3] + '...'
   return f'{type(error).__name__}: {text}' if text else type(error).__name__
 
+
+def fingerprint(arrays: Mapping[str, np.ndarray]) -> str:
+  """A digest of a split's labels and pixels, in their order.
+
+  Two loads agree exactly when they would give a run the same examples in the
+  same order, whatever the path or source: resuming needs that, and the same
+  archives in another folder still qualify.
+
+  Args:
+    arrays: a split as `load_split` returns it.
+
+  Returns:
+    A hex SHA-256 over the shapes and bytes of `label` and `image`.
+  """
+  h = hashlib.sha256()
+  for key in ('label', 'image'):
+    a = np.ascontiguousarray(arrays[key])
+    h.update(f'{key}{a.dtype.str}{a.shape}'.encode())
+    h.update(memoryview(a).cast('B'))
+  return h.hexdigest()

@@ -67,6 +67,7 @@ from sgan_jax import sampling
 from sgan_jax import sharding
 from sgan_jax import state as state_lib
 from sgan_jax import steps
+from sgan_jax import tensorflow_cpu
 
 Metrics = dict[str, float]
 # uint8 (N, H, W, C) images -> (pool features (N, F), class probabilities
@@ -474,14 +475,12 @@ def write_metrics(eval_dir: str, step: int, metrics: Metrics,
                         for k, v in sorted(metrics.items())},
             'notes': notes}
   atomic_file.write_text(path, json.dumps(record, indent=2))
-  try:
-    from clu import metric_writers  # pylint: disable=g-import-not-at-top
-  except ImportError:
-    # clu's writer needs TensorFlow; the JSON is the record then.
+  writer = tensorflow_cpu.summary_writer(eval_dir)
+  if writer is None:
+    # The JSON is the record then.
     logging.warning('clu/TensorFlow unavailable: no TensorBoard events for '
                     'the evaluation')
     return path
-  writer = metric_writers.SummaryWriter(eval_dir)
   writer.write_scalars(step, {TAG_PREFIX + k: v for k, v in metrics.items()})
   writer.close()
   return path

@@ -19,8 +19,6 @@ Sources, in the order `load_split` tries them:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-import hashlib
 import os
 import time
 from typing import Any
@@ -30,8 +28,8 @@ import numpy as np
 
 from sgan_jax import cifar10_jpeg
 from sgan_jax import datasets
+from sgan_jax import tensorflow_cpu
 from sgan_jax import tfds_source
-from sgan_jax.tensorflow_cpu import tf
 
 # Prepared arrays in data.manual_dir: '<split>.npz' holding `image` uint8
 # (N, H, W, C) and `label` (N,), read with no TensorFlow at all.
@@ -91,7 +89,7 @@ def load_split(
         f'{", ".join(prepared)} split but no '
         f'{os.path.basename(npz[split])}; add it, or remove the .npz files '
         f'to read the original archives')
-  elif tf is None:
+  elif tensorflow_cpu.tf is None:
     raise datasets.DataError(
         f'tensorflow/tensorflow-datasets are not installed, so {name} can only'
         f' be read from prepared arrays: put {split}.npz (image uint8 NHWC, '
@@ -136,27 +134,6 @@ def load_split(
   return arrays, info
 
 
-def fingerprint(arrays: Mapping[str, np.ndarray]) -> str:
-  """A digest of a split's labels and pixels, in their order.
-
-  Two loads agree exactly when they would give a run the same examples in the
-  same order, whatever the path or source: resuming needs that, and the same
-  archives in another folder still qualify.
-
-  Args:
-    arrays: a split as `load_split` returns it.
-
-  Returns:
-    A hex SHA-256 over the shapes and bytes of `label` and `image`.
-  """
-  h = hashlib.sha256()
-  for key in ('label', 'image'):
-    a = np.ascontiguousarray(arrays[key])
-    h.update(f'{key}{a.dtype.str}{a.shape}'.encode())
-    h.update(memoryview(a).cast('B'))
-  return h.hexdigest()
-
-
 def _load_npz(
     path: str, max_examples: int | None
 ) -> tuple[dict[str, np.ndarray], str]:
@@ -176,5 +153,3 @@ def _load_npz(
 def _optional_path(path: str | None) -> str | None:
   # Command-line overrides give '' for "unset".
   return os.path.expanduser(path) if path else None
-
-

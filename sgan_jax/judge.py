@@ -22,7 +22,6 @@ from sgan_jax import atomic_file
 from sgan_jax import batching
 from sgan_jax import datasets
 from sgan_jax import evaluation
-from sgan_jax import input_pipeline
 from sgan_jax import sharding
 from sgan_jax import state as state_lib
 from sgan_jax import steps
@@ -166,4 +165,4 @@ def _recipe(config: ml_collections.ConfigDict, num_steps: int,
           'model': full['model'], 'optim': full['optim'],
           'encoder': full['encoder'],   # its lr, schedule and flip train it
           'num_examples': int(len(train_arrays['label'])),
-          'train_fingerprint': input_pipeline.fingerprint(train_arrays)}
+          'train_fingerprint': datasets.fingerprint(train_arrays)}

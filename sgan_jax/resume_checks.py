@@ -18,7 +18,7 @@ import numpy as np
 
 from sgan_jax import atomic_file
 from sgan_jax import config_base
-from sgan_jax import input_pipeline
+from sgan_jax import datasets
 from sgan_jax import schedule as schedule_lib
 
 # Keys that may change between a run and its resumption: where data comes
@@ -110,7 +110,7 @@ def data_record(arrays: dict[str, np.ndarray], source: str
   Returns:
     A JSON-able dict; resuming requires the same `train_fingerprint`.
   """
-  return {'train_fingerprint': input_pipeline.fingerprint(arrays),
+  return {'train_fingerprint': datasets.fingerprint(arrays),
           'train_examples': len(arrays['label']), 'train_source': source}
 
 

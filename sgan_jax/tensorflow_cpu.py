@@ -1,8 +1,8 @@
 """TensorFlow and tfds, kept off the GPU, or None where they are not installed.
 
-Only the data sources use TensorFlow: tfds, and JPEG decoding for CIFAR-10's
-tars. Importing it through here hides the GPU from TF before its first use, so
-that JAX owns the accelerator memory.
+Only the data sources and TensorBoard use TensorFlow: tfds, JPEG decoding for
+CIFAR-10's tars, and clu's summary writer. Importing it through here hides the
+GPU from TF before its first use, so that JAX owns the accelerator memory.
 """
 
 # pylint: disable=g-import-not-at-top,invalid-name
@@ -25,3 +25,25 @@ else:
     pass
   # Progress bars would flood the training log with carriage returns.
   tfds.disable_progress_bar()
+
+
+def summary_writer(logdir: str):
+  """clu's TensorBoard writer for `logdir`, or None without clu / TensorFlow.
+
+  Imported here because the writer starts TensorFlow, whose GPU must be
+  hidden first (above).
+
+  Args:
+    logdir: the folder of the event files.
+
+  Returns:
+    A `clu.metric_writers.SummaryWriter`, or None where clu or TensorFlow is
+    not installed (a JAX-only image still trains and evaluates).
+  """
+  if tf is None:
+    return None
+  try:
+    from clu import metric_writers
+  except ImportError:
+    return None
+  return metric_writers.SummaryWriter(logdir)

@@ -18,7 +18,7 @@ from absl import logging
 import numpy as np
 
 from sgan_jax import datasets
-from sgan_jax.tensorflow_cpu import tfds
+from sgan_jax import tensorflow_cpu
 
 # The files tfds' DownloadManager looks for in `manual_dir` (the basenames of
 # the URLs in tfds' `url_checksums/mnist.txt`); their sha256 is still checked.
@@ -41,7 +41,7 @@ def _download_is_mocked() -> bool:
   makes `as_dataset` yield random examples, but leaves `is_prepared()`
   False; the network probe must not run then, since nothing is downloaded.
   """
-  fn = tfds.core.DatasetBuilder.download_and_prepare
+  fn = tensorflow_cpu.tfds.core.DatasetBuilder.download_and_prepare
   return getattr(fn, '__module__', None) != (
       'tensorflow_datasets.core.dataset_builder'
   )
@@ -136,7 +136,7 @@ def load(
     datasets.DataError: the split cannot be prepared or read, in one line
       that says how to fix it; a machine without network fails in seconds.
   """
-  builder = tfds.builder(name, data_dir=data_dir)
+  builder = tensorflow_cpu.tfds.builder(name, data_dir=data_dir)
   mocked = _download_is_mocked()
   if manual_dir is not None:
     source = f'tfds (manual_dir={manual_dir})'
@@ -150,7 +150,7 @@ def load(
       _check_manual_dir(name, manual_dir, _manual_files(name, builder))
       # With the archives in manual_dir the DownloadManager never opens a
       # URL; disabling the GCS lookup makes the whole build offline.
-      download_config = tfds.download.DownloadConfig(
+      download_config = tensorflow_cpu.tfds.download.DownloadConfig(
           manual_dir=manual_dir, try_download_gcs=False
       )
     else:
@@ -188,7 +188,7 @@ def load(
         shuffle_files=False,
         # The split is read once, so tfds' in-memory cache would only cost
         # memory (and warn when `take` stops it early).
-        read_config=tfds.ReadConfig(try_autocache=False),
+        read_config=tensorflow_cpu.tfds.ReadConfig(try_autocache=False),
     )
     # `take` rather than a split slice ('train[:N]'): mock_data ignores
     # slices. Batching instead of `batch_size=-1`, which aborts the process
@@ -196,7 +196,7 @@ def load(
     if max_examples is not None:
       ds = ds.take(max_examples)
     ds = ds.map(lambda ex: {'image': ex['image'], 'label': ex['label']})
-    chunks = list(tfds.as_numpy(ds.batch(8192)))
+    chunks = list(tensorflow_cpu.tfds.as_numpy(ds.batch(8192)))
   except Exception as e:  # pylint: disable=broad-exception-caught
     raise datasets.DataError(
         f'could not read {name}/{split} from {builder.data_dir}'
@@ -212,7 +212,9 @@ def load(
   return arrays, source
 
 
-def _manual_files(name: str, builder: tfds.core.DatasetBuilder) -> list[str]:
+def _manual_files(
+    name: str, builder: tensorflow_cpu.tfds.core.DatasetBuilder
+) -> list[str]:
   """The files tfds looks for in manual_dir: the basenames of its URLs."""
   if name == 'mnist':
     return list(MNIST_FILES)
@@ -237,4 +239,3 @@ def _check_manual_dir(name: str, manual_dir: str, files: list[str]) -> None:
         f'data.manual_dir={manual_dir} lacks {", ".join(missing)}; copy the'
         f' original {name} files there, or unset it to download {name}'
     )
-

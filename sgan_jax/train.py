@@ -36,6 +36,7 @@ from sgan_jax import schedule as schedule_lib
 from sgan_jax import sharding
 from sgan_jax import state as state_lib
 from sgan_jax import steps
+from sgan_jax import tensorflow_cpu
 
 
 def check_log_config(log: ml_collections.ConfigDict,
@@ -335,14 +336,12 @@ def _make_writer(workdir: str):
   progress line instead of clu's logging writer)."""
   if jax.process_index() > 0:
     return _NullWriter()
-  try:
-    from clu import metric_writers  # pylint: disable=g-import-not-at-top
-  except ImportError:
-    # clu's writer needs TensorFlow; a JAX-only image still trains.
+  writer = tensorflow_cpu.summary_writer(workdir)
+  if writer is None:
     logging.warning('clu/TensorFlow unavailable: no TensorBoard events, '
                     'console progress only')
     return _NullWriter()
-  return metric_writers.SummaryWriter(workdir)
+  return writer
 
 
 class _Progress:

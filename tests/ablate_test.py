@@ -144,7 +144,8 @@ def test_ablate_cli_trains_evaluates_and_tabulates(tmp_path):
   # training times of the first call.
   def train_seconds():
     with open(os.path.join(root, 'ablation.json')) as f:
-      return {k: [r['train_s'] for r in runs] for k, runs in json.load(f).items()}
+      return {k: [r['train_s'] for r in runs]
+              for k, runs in json.load(f).items()}
   first = train_seconds()
   assert all(t > 0 for runs in first.values() for t in runs)
   again = subprocess.run(args, cwd=helpers.REPO, env=env, capture_output=True,

@@ -5,12 +5,16 @@ tests see a real multi-device mesh, and XLA's cheap compile mode, because the
 suite's cost on a 2-core machine is compile time, not run time.
 """
 
+import fcntl
 import os
 import tempfile
 
+import pytest
+
 _FLAGS = '--xla_force_host_platform_device_count=8'
 if _FLAGS not in os.environ.get('XLA_FLAGS', ''):
-  os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') + ' ' + _FLAGS).strip()
+  os.environ['XLA_FLAGS'] = (
+      os.environ.get('XLA_FLAGS', '') + ' ' + _FLAGS).strip()
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 os.environ.setdefault('CUDA_VISIBLE_DEVICES', '')
 # Set through the environment so CLI subprocesses of the tests get them too.
@@ -32,10 +36,6 @@ import jax  # pylint: disable=g-import-not-at-top
 
 assert jax.config.read("jax_disable_most_optimizations")
 
-import fcntl  # pylint: disable=g-import-not-at-top,g-bad-import-order
-
-import pytest  # pylint: disable=g-import-not-at-top,g-bad-import-order
-
 import helpers  # pylint: disable=g-import-not-at-top,g-bad-import-order
 
 MNIST_ARCHIVES = os.path.join(helpers.SHARED_DATA, 'mnist')
@@ -54,8 +54,9 @@ def mnist_tfds_dir(tmp_path_factory):
                                      'train-images-idx3-ubyte.gz')):
     pytest.skip(f'offline MNIST archives not found in {MNIST_ARCHIVES}')
   base = tmp_path_factory.getbasetemp()
-  # Under xdist each worker's basetemp is a folder of the run's one.
-  shared = base.parent if os.environ.get('PYTEST_XDIST_WORKER') else base
+  # xdist's local workers get basetemps `popen-gw<i>` in the run's own one;
+  # anywhere else the parent may outlive the run, so it is not shared.
+  shared = base.parent if base.name.startswith('popen-') else base
   root = shared / 'mnist_tfds'
   root.mkdir(exist_ok=True)
   with open(root / '.lock', 'w') as lock:

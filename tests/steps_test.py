@@ -1,4 +1,4 @@
-"""Which parameters each step changes, retracing, determinism, 1 vs 8 devices."""
+"""Which params each step changes; retracing, determinism, 1 vs 8 devices."""
 
 import dataclasses
 
