@@ -468,7 +468,6 @@ def write_metrics(eval_dir: str, step: int, metrics: Metrics,
   The JSON holds {'step', 'metrics': {name: float}, 'notes': [str]}; NaN
   (e.g. a ratio over a zero reference) is written as null.
   """
-  os.makedirs(eval_dir, exist_ok=True)
   path = os.path.join(eval_dir, METRICS_FILE)
   record = {'step': step,
             'metrics': {k: (v if np.isfinite(v) else None)

@@ -38,8 +38,6 @@ assert jax.config.read("jax_disable_most_optimizations")
 
 import helpers  # pylint: disable=g-import-not-at-top,g-bad-import-order
 
-MNIST_ARCHIVES = os.path.join(helpers.SHARED_DATA, 'mnist')
-
 
 @pytest.fixture(scope='session')
 def mnist_tfds_dir(tmp_path_factory):
@@ -50,9 +48,9 @@ def mnist_tfds_dir(tmp_path_factory):
   file lock; the first user builds it through `input_pipeline.load_split`,
   so the offline build itself is exercised by whichever test comes first.
   """
-  if not os.path.isfile(os.path.join(MNIST_ARCHIVES,
+  if not os.path.isfile(os.path.join(helpers.MNIST_DIR,
                                      'train-images-idx3-ubyte.gz')):
-    pytest.skip(f'offline MNIST archives not found in {MNIST_ARCHIVES}')
+    pytest.skip(f'offline MNIST archives not found in {helpers.MNIST_DIR}')
   base = tmp_path_factory.getbasetemp()
   # xdist's local workers get basetemps `popen-gw<i>` in the run's own one;
   # anywhere else the parent may outlive the run, so it is not shared.
@@ -65,6 +63,6 @@ def mnist_tfds_dir(tmp_path_factory):
       from sgan_jax import input_pipeline  # pylint: disable=g-import-not-at-top
       input_pipeline.load_split(
           {'name': 'mnist', 'data_dir': str(root),
-           'manual_dir': MNIST_ARCHIVES}, 'test')
+           'manual_dir': helpers.MNIST_DIR}, 'test')
       (root / '.built').touch()
   return str(root)

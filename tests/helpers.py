@@ -12,6 +12,10 @@ from sgan_jax import state as state_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_DATA = os.path.join(os.path.dirname(REPO), 'shared', 'data')
+# The offline copies (shared/data/PROVENANCE.md): MNIST's official archives,
+# CIFAR-10's JPEG tars.
+MNIST_DIR = os.path.join(SHARED_DATA, 'mnist')
+CIFAR10_DIR = os.path.join(SHARED_DATA, 'cifar10')
 
 
 def load_config(name: str, preset: str | None = 'tiny'):

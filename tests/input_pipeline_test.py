@@ -13,16 +13,14 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
+import helpers
 from sgan_jax import cifar10_jpeg
 from sgan_jax import datasets
 from sgan_jax import input_pipeline
 from sgan_jax import tfds_source
 
-_SHARED_DATA = os.path.join(
-    os.path.dirname(__file__), '..', '..', 'shared', 'data'
-)
-MNIST_DIR = os.path.abspath(os.path.join(_SHARED_DATA, 'mnist'))
-CIFAR10_DIR = os.path.abspath(os.path.join(_SHARED_DATA, 'cifar10'))
+MNIST_DIR = helpers.MNIST_DIR
+CIFAR10_DIR = helpers.CIFAR10_DIR
 
 MNIST_TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851,
                       5949]

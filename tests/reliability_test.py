@@ -93,8 +93,8 @@ def test_nonfinite_updates_can_be_skipped(tmp_path):
 def _main_cmd(workdir, *extra):
   return [sys.executable, '-m', 'sgan_jax.main',
           '--config=configs/mnist.py:tiny', f'--workdir={workdir}',
-          '--config.model.conv_impl=xla', '--config.data.manual_dir=' +
-          os.path.join(helpers.SHARED_DATA, 'mnist'), *extra]
+          '--config.model.conv_impl=xla',
+          f'--config.data.manual_dir={helpers.MNIST_DIR}', *extra]
 
 
 def _env(tmp_path):

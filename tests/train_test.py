@@ -148,8 +148,7 @@ def test_main_and_sample_cli_on_real_mnist(tmp_path, mnist_tfds_dir):
   workdir = str(tmp_path / 'w')
   args = ['sgan_jax.main', '--config=configs/mnist.py:tiny',
           f'--workdir={workdir}', f'--config.data.data_dir={mnist_tfds_dir}',
-          '--config.data.manual_dir=' + os.path.join(helpers.SHARED_DATA,
-                                                     'mnist')]
+          f'--config.data.manual_dir={helpers.MNIST_DIR}']
   first = _cli(*args)
   assert first.returncode == 0, first.stderr[-3000:]
   assert 'encoder test accuracy' in first.stderr
@@ -205,12 +204,11 @@ def test_svhn_three_stacks_run_end_to_end_on_mock_data(tmp_path):
   assert os.listdir(tmp_path / 'samples')
 
 
-@pytest.mark.skipif(not os.path.isdir(os.path.join(helpers.SHARED_DATA,
-                                                   'cifar10')),
+@pytest.mark.skipif(not os.path.isdir(helpers.CIFAR10_DIR),
                     reason='shared/data/cifar10 not beside the checkout')
 def test_cifar10_tiny_runs_from_the_jpeg_tars(tmp_path):
   config = helpers.load_config('cifar10')
-  config.data.manual_dir = os.path.join(helpers.SHARED_DATA, 'cifar10')
+  config.data.manual_dir = helpers.CIFAR10_DIR
   config.data.data_dir = str(tmp_path / 'cache')
   st = train.train_and_evaluate(config, str(tmp_path / 'w'))
   assert int(st.step) == 3 + 2 + 2 + 2
